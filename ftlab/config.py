@@ -1,0 +1,129 @@
+"""The run configuration: one flat dataclass, a one-line doc per field, validation that names the field.
+
+A lab's `parameters` cell uses the same names, so `TrainConfig(**params)` is the whole hand-off
+from a notebook (or papermill) to the library. Every bad value raises `ConfigError` (a ValueError)
+whose message names the field, the bad value and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+BITS = (32, 16, 8, 4)
+OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd")
+TARGET_SHORTCUTS = {  # LoRA target presets, by the names Llama-style models use
+    "q": ["q_proj"],
+    "q,v": ["q_proj", "v_proj"],
+    "q,k,v,o": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "all-linear": "all-linear",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; `.field` names it (widgets show it inline)."""
+
+    def __init__(self, field_name: str, value, allowed: str):
+        self.field = field_name
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field_name}={value!r} is not allowed: {allowed}")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "smollm2-135m-instruct"  # preset name, hub id or local folder
+    method: str = "lora"            # how to fine-tune: see ftlab.methods.METHODS
+    lora_r: int = 8                 # LoRA rank r: trainable parameters grow as r·(d_in + d_out) per layer
+    lora_alpha: float = 16.0        # LoRA scale is alpha / r; 2·r is a common choice
+    lora_dropout: float = 0.0       # dropout on the LoRA input, in [0, 1)
+    lora_targets: str | list = "all-linear"  # "q", "q,v", "q,k,v,o", "all-linear" or a list of module names
+    num_virtual_tokens: int = 20    # soft-prompt methods: learned tokens put before the input
+    bits: int = 16                  # storage of the frozen base weights: 32, 16, 8 or 4 (4 = QLoRA)
+    dataset: str = "email_subject"  # embedded dataset name (ftlab.data.DATASETS) or a hub id when online
+    max_steps: int = 30             # optimizer steps; tokens per step = batch_size × seq_len
+    batch_size: int = 4             # sequences per step
+    seq_len: int = 256              # tokens per sequence (longer ones are cut)
+    learning_rate: float = 2e-4     # peak learning rate of the optimizer
+    gradient_checkpointing: bool = False  # True recomputes activations in backward: less memory, ~30 % slower
+    optimizer: str = "adamw"        # adamw, adamw_8bit, paged_adamw_8bit or sgd
+    eval_examples: int = 16         # held-out examples scored before and after training
+    seed: int = 0                   # seeds data order, initialisation and sampling
+    output_dir: str = "runs/quickstart"  # where the adapter, logs and results.json go
+    trust_remote_code: bool = False  # run model code from the hub: only for models you trust
+    extra: dict = field(default_factory=dict)  # method-specific options (e.g. {"init": "text"})
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "TrainConfig":
+        from ftlab.methods import METHODS  # the method table is the single list of methods
+
+        _choice("method", self.method, METHODS)
+        _int_range("lora_r", self.lora_r, 1, 4096)
+        _positive("lora_alpha", self.lora_alpha)
+        if not isinstance(self.lora_dropout, (int, float)) or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("lora_dropout", self.lora_dropout, "a number in [0, 1)")
+        targets = self.lora_targets
+        if isinstance(targets, str):
+            if targets not in TARGET_SHORTCUTS:
+                raise ConfigError("lora_targets", targets, f"one of {list(TARGET_SHORTCUTS)} or a list of module names")
+        elif not (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)):
+            raise ConfigError("lora_targets", targets, "a non-empty list of module names such as ['q_proj', 'v_proj']")
+        _int_range("num_virtual_tokens", self.num_virtual_tokens, 1, 1024)
+        _choice("bits", self.bits, BITS)
+        if self.method == "qlora" and self.bits != 4:
+            raise ConfigError("bits", self.bits, "4 with method='qlora' (QLoRA is LoRA on a 4-bit base)")
+        _int_range("max_steps", self.max_steps, 1, 10_000_000)
+        _int_range("batch_size", self.batch_size, 1, 65536)
+        _int_range("seq_len", self.seq_len, 8, 1_048_576)
+        _positive("learning_rate", self.learning_rate, upper=1.0)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _int_range("eval_examples", self.eval_examples, 0, 100_000)
+        _int_range("seed", self.seed, 0, 2**32 - 1)
+        for name in ("gradient_checkpointing", "trust_remote_code"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(name, getattr(self, name), "True or False")
+        for name in ("model", "dataset", "output_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(name, value, "a non-empty string")
+        return self
+
+    @property
+    def target_modules(self):
+        """lora_targets as peft takes it: "all-linear" or a list of module names."""
+        t = self.lora_targets
+        return TARGET_SHORTCUTS[t] if isinstance(t, str) else list(t)
+
+    @property
+    def effective_bits(self) -> int:
+        return 4 if self.method == "qlora" else self.bits
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_params(cls, params: dict) -> "TrainConfig":
+        """Build from a lab's parameters: names that aren't config fields are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in params.items() if k in names})
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise ConfigError(name, value, f"one of {list(allowed)}")
+
+
+def _int_range(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(name, value, f"an integer from {lo} to {hi}")
+    if not lo <= value <= hi:
+        raise ConfigError(name, value, f"an integer from {lo} to {hi}")
+
+
+def _positive(name, value, upper=None):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if ok and upper is not None and value > upper:
+        ok = False
+    if not ok:
+        raise ConfigError(name, value, "a finite number > 0" + (f" and ≤ {upper}" if upper else ""))

@@ -1,0 +1,101 @@
+"""What a run really used: CUDA allocator peaks and device memory in use; peak RSS on CPU.
+
+On CUDA, torch's allocator keeps exact counters (max_memory_allocated / max_memory_reserved) and
+mem_get_info gives the device's total minus free, i.e. what nvidia-smi shows (reserved + the CUDA
+context + other processes). On CPU torch has no such counters and tracemalloc does not see its
+allocations, so a background thread samples the process's resident set size (psutil) every few ms.
+All figures are GiB (2**30 bytes).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+GIB = 2**30
+
+
+class MemoryMonitor:
+    """Measure a run by phases: `start()`, then `mark("after_load")`, ..., `stop()`; `.report()`.
+
+    As a training listener it marks "after_first_step" on the first step event it receives.
+    """
+
+    def __init__(self, device: str | None = None, interval_s: float = 0.005):
+        import torch
+        self.cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
+        self.interval_s = interval_s
+        self.phases: dict[str, dict] = {}
+        self._thread = None
+        self._running = False
+        self._peak_rss = 0
+        self._baseline = 0.0
+
+    # --- sampling -------------------------------------------------------------------------
+    def _rss(self) -> int:
+        import psutil
+        return psutil.Process().memory_info().rss
+
+    def _sample(self):
+        while self._running:
+            self._peak_rss = max(self._peak_rss, self._rss())
+            time.sleep(self.interval_s)
+
+    def start(self) -> "MemoryMonitor":
+        if self.cuda:
+            import torch
+            torch.cuda.synchronize()
+            self._baseline = torch.cuda.memory_allocated() / GIB
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._baseline = self._rss() / GIB
+            self._peak_rss = self._rss()
+            self._running = True
+            self._thread = threading.Thread(target=self._sample, daemon=True, name="ftlab-rss")
+            self._thread.start()
+        self._t0 = time.perf_counter()
+        return self
+
+    def snapshot(self) -> dict:
+        """Current figures (GiB): peaks since start() and what is in use now."""
+        if self.cuda:
+            import torch
+            torch.cuda.synchronize()
+            free, total = torch.cuda.mem_get_info()
+            return {"allocated_gib": torch.cuda.memory_allocated() / GIB,
+                    "peak_allocated_gib": torch.cuda.max_memory_allocated() / GIB,
+                    "peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB,
+                    "device_used_gib": (total - free) / GIB, "device_total_gib": total / GIB,
+                    "baseline_gib": self._baseline}
+        rss = self._rss()
+        self._peak_rss = max(self._peak_rss, rss)
+        return {"rss_gib": rss / GIB, "peak_rss_gib": self._peak_rss / GIB, "baseline_gib": self._baseline}
+
+    def mark(self, phase: str) -> dict:
+        snap = self.snapshot()
+        snap["seconds"] = time.perf_counter() - self._t0
+        self.phases[phase] = snap
+        return snap
+
+    def stop(self) -> dict:
+        snap = self.mark("end")
+        self._running = False
+        if self._thread:
+            self._thread.join(timeout=1)
+        return snap
+
+    # --- as a training listener ---------------------------------------------------------------
+    def __call__(self, event: dict):
+        if event.get("kind") == "step" and "after_first_step" not in self.phases:
+            self.mark("after_first_step")
+        if event.get("kind") == "step":
+            event["memory"] = self.snapshot()
+
+    def report(self) -> dict:
+        """The whole run's peak in one number per kind, plus the phases."""
+        end = self.phases.get("end") or self.snapshot()
+        if self.cuda:
+            return {"device": "cuda", "peak_allocated_gib": end["peak_allocated_gib"],
+                    "peak_reserved_gib": end["peak_reserved_gib"], "device_used_gib": end["device_used_gib"],
+                    "phases": self.phases}
+        return {"device": "cpu", "peak_rss_gib": end["peak_rss_gib"],
+                "peak_rss_over_baseline_gib": end["peak_rss_gib"] - self._baseline, "phases": self.phases}

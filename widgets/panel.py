@@ -1,0 +1,76 @@
+"""ConfigPanel: edit a TrainConfig with widgets; invalid values get an inline message, never a traceback.
+
+The panel is built from the lab's parameters, so a papermill run (which clicks nothing) uses exactly
+them; `panel.config` is the current valid config. Later panels add the memory estimate beside it.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import replace
+
+import ipywidgets as W
+
+from ftlab.config import BITS, OPTIMIZERS, TARGET_SHORTCUTS, ConfigError, TrainConfig
+from ftlab.methods import METHODS
+from ftlab.models import PRESETS
+
+RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+class ConfigPanel:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.error: ConfigError | None = None
+        c, style, wide = config, {"description_width": "150px"}, W.Layout(width="420px")
+        trainable = [p.name for p in PRESETS.values() if not p.calculator_only]
+        self.fields = {
+            "model": W.Combobox(value=c.model, options=trainable, description="model", ensure_option=False,
+                                placeholder="preset, hub id or folder", style=style, layout=wide),
+            "method": W.Dropdown(value=c.method, options=list(METHODS), description="method", style=style, layout=wide),
+            "lora_r": W.SelectionSlider(value=c.lora_r if c.lora_r in RANKS else 8, options=RANKS,
+                                        description="LoRA rank r", style=style, layout=wide),
+            "lora_alpha": W.FloatText(value=c.lora_alpha, description="LoRA alpha", style=style, layout=wide),
+            "lora_targets": W.Dropdown(value=c.lora_targets if isinstance(c.lora_targets, str) else "all-linear",
+                                       options=list(TARGET_SHORTCUTS), description="target modules", style=style, layout=wide),
+            "bits": W.Dropdown(value=c.bits, options=list(BITS), description="base weight bits", style=style, layout=wide),
+            "batch_size": W.IntText(value=c.batch_size, description="batch size", style=style, layout=wide),
+            "seq_len": W.IntText(value=c.seq_len, description="sequence length", style=style, layout=wide),
+            "max_steps": W.IntText(value=c.max_steps, description="steps", style=style, layout=wide),
+            "learning_rate": W.FloatText(value=c.learning_rate, description="learning rate", style=style, layout=wide),
+            "gradient_checkpointing": W.Checkbox(value=c.gradient_checkpointing, description="gradient checkpointing",
+                                                 style=style, indent=False),
+            "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style, layout=wide),
+            "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
+                                            description="trust remote code (off: model code from the hub is never run)"),
+        }
+        self.message = W.HTML()
+        self.summary = W.HTML()
+        for name, w in self.fields.items():
+            w.observe(lambda change, name=name: self._changed(name, change["new"]), names="value")
+        self.widget = W.VBox([W.HTML("<b>Fine-tuning set-up</b>"), *self.fields.values(), self.message, self.summary])
+        self._show()
+
+    def _changed(self, name, value):
+        try:
+            self.config = replace(self.config, **{name: value})  # replace() re-runs validation
+            self.error = None
+        except ConfigError as e:
+            self.error = e
+        except Exception as e:  # any other check (e.g. a method's own) also lands inline
+            self.error = ConfigError(name, value, str(e))
+        self._show()
+
+    def _show(self):
+        if self.error:
+            self.message.value = (f"<span style='color:#b00020'>⚠ <b>{html.escape(self.error.field)}</b>: "
+                                  f"{html.escape(str(self.error))}</span>")
+        else:
+            self.message.value = ""
+        c = self.config
+        from ftlab.methods import METHODS as M
+        self.summary.value = (f"<span style='color:#555'>{html.escape(c.method)}: {html.escape(M[c.method].summary)} · "
+                              f"{c.batch_size}×{c.seq_len} = {c.batch_size * c.seq_len} tokens a step</span>")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.widget)

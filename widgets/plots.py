@@ -1,0 +1,75 @@
+"""Live plots: plotly FigureWidgets updated in place (never rebuilt), throttled so plotting stays cheap."""
+from __future__ import annotations
+
+import time
+
+import ipywidgets as W
+import plotly.graph_objects as go
+import plotly.io as pio
+
+
+def setup_notebook() -> None:
+    """Plotly output that renders in JupyterLab and in nbconvert's HTML offline (plotly.js embedded)."""
+    pio.renderers.default = "plotly_mimetype+notebook"
+
+
+class LossPlot:
+    """Train loss per step and validation loss as they arrive; a training listener (`plot(event)`).
+
+    Redraws at most every `min_interval_s` seconds (a redraw sends the whole trace to the browser),
+    and always on eval and end events, so the plot never slows training measurably.
+    """
+
+    def __init__(self, title: str = "Training loss", min_interval_s: float = 0.5):
+        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="step", yaxis_title="loss",
+                                                  height=320, margin=dict(l=50, r=20, t=50, b=40)))
+        self.widget.add_scatter(x=[], y=[], mode="lines+markers", name="train")
+        self.widget.add_scatter(x=[], y=[], mode="lines+markers", name="validation")
+        self.steps, self.losses, self.eval_steps, self.eval_losses = [], [], [], []
+        self.min_interval_s = min_interval_s
+        self._last_draw = 0.0
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("kind")
+        if kind == "step":
+            self.steps.append(event["step"])
+            self.losses.append(event["loss"])
+        elif kind == "eval":
+            self.eval_steps.append(event["step"])
+            self.eval_losses.append(event["eval_loss"])
+        now = time.perf_counter()
+        if kind in ("eval", "end") or now - self._last_draw >= self.min_interval_s:
+            self.redraw()
+            self._last_draw = now
+
+    def redraw(self) -> None:
+        with self.widget.batch_update():
+            self.widget.data[0].x, self.widget.data[0].y = list(self.steps), list(self.losses)
+            self.widget.data[1].x, self.widget.data[1].y = list(self.eval_steps), list(self.eval_losses)
+
+    def figure(self) -> go.Figure:
+        """A static copy (for exported HTML, where widget views don't render)."""
+        return go.Figure(self.widget)
+
+
+class TrainingProgress:
+    """A progress bar with step, loss and throughput; a training listener."""
+
+    def __init__(self):
+        self.bar = W.IntProgress(value=0, min=0, max=1, description="step", bar_style="info",
+                                 layout=W.Layout(width="60%"))
+        self.label = W.HTML("waiting to start")
+        self.widget = W.HBox([self.bar, self.label])
+
+    def __call__(self, event: dict) -> None:
+        if event.get("kind") == "begin":
+            self.bar.max = max(event["max_steps"], 1)
+        elif event.get("kind") == "step":
+            self.bar.value = event["step"]
+            self.label.value = (f"{event['step']}/{event['max_steps']} · loss {event['loss']:.3f} · "
+                                f"{event['tokens_per_s']:.0f} tokens/s")
+        elif event.get("kind") == "end":
+            res = event["result"]
+            self.bar.bar_style = "warning" if res.stopped else "success"
+            self.label.value = (f"{'stopped' if res.stopped else 'done'}: {res.steps} steps in {res.seconds:.0f} s "
+                                f"· last loss {res.last_loss:.3f}")
