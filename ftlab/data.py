@@ -136,12 +136,12 @@ def load_records(name: str, split: str = "train", n: int | None = None, seed: in
                               seed=seed * 10 + SPLITS.index(split))
         else:
             rows = [r for r in read_jsonl(DATA_DIR / file, REQUIRED.get(name, ())) if r["split"] == split]
-    elif name in HUB_DATASETS or "/" in name:
-        task, fmap = HUB_DATASETS.get(name, ("summarize", {"source": "dialogue", "target": "summary"}))
-        rows = _hub_rows(name, split)
     elif Path(name).suffix == ".jsonl":
         task, fmap = "custom", {"source": "prompt", "target": "completion"}
         rows = read_jsonl(name, ("prompt", "completion"))
+    elif name in HUB_DATASETS or "/" in name:
+        task, fmap = HUB_DATASETS.get(name, ("summarize", {"source": "dialogue", "target": "summary"}))
+        rows = _hub_rows(name, split)
     else:
         raise DataError(f"dataset={name!r} is unknown: one of {list_datasets()}, a hub id "
                         "(owner/name, online), or a .jsonl file of prompt/completion records")

@@ -123,10 +123,13 @@ def arch_from_config(cfg) -> Arch:
     if missing:
         raise ValueError(f"model config is missing {missing}: the memory calculator needs "
                          f"{list(need)} (and num_key_value_heads, max_position_embeddings if the model has them)")
+    head_dim = d.get("head_dim")
+    if head_dim == d["hidden_size"] // d["num_attention_heads"]:
+        head_dim = None  # the default: keep presets and configs comparable
     return Arch(layers=d["num_hidden_layers"], hidden=d["hidden_size"], intermediate=d["intermediate_size"],
                 heads=d["num_attention_heads"], kv_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
                 vocab=d["vocab_size"], tied_embeddings=bool(d.get("tie_word_embeddings", True)),
-                max_positions=d.get("max_position_embeddings") or 2048, head_dim=d.get("head_dim"),
+                max_positions=d.get("max_position_embeddings") or 2048, head_dim=head_dim,
                 qkv_bias=bool(d.get("attention_bias", False)) or d.get("model_type") == "qwen2",
                 experts=d.get("num_local_experts") or 1, experts_per_token=d.get("num_experts_per_tok") or 1)
 

@@ -123,12 +123,12 @@ def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
     kw = dict(output_dir=cfg.output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
               per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, max_length=cfg.seq_len,
               lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, cfg.max_steps // 10),
-              gradient_checkpointing=cfg.gradient_checkpointing, optim=optim, seed=cfg.seed, data_seed=cfg.seed,
+              activation_checkpointing=cfg.gradient_checkpointing, optim=optim, seed=cfg.seed, data_seed=cfg.seed,
               bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda, logging_steps=1, save_strategy="no",
               report_to="none", disable_tqdm=True, include_num_input_tokens_seen="all", packing=False,
               eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, dataloader_num_workers=0)
     if cfg.gradient_checkpointing:
-        kw["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+        kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     kw.update(overrides)
     return SFTConfig(**kw)
 

@@ -149,7 +149,10 @@ def main() -> None:
     write("email_subject.jsonl", split(emails, N_EMAIL, rng))
 
     wn = load_wordnet(args.wordnet)
-    with_example = [r for r in wn if r["example"]]
+    first_sense: dict = {}  # one sense per word: a word never appears in two splits
+    for r in wn:
+        first_sense.setdefault(r["word"], r)
+    with_example = [r for r in first_sense.values() if r["example"]]
     print(f"{len(wn)} synsets, {len(with_example)} with an example")
     defs = split(with_example, N_DEF, rng)
     write("definitions.jsonl", defs)
@@ -162,7 +165,7 @@ def main() -> None:
             by_hyper.setdefault(r["_hyper"], []).append(r)
     used = {r["word"] for r in defs}
     pairs = []
-    for r in wn:
+    for r in first_sense.values():
         sibs = [s for s in by_hyper.get(r["_hyper"], []) if s["_id"] != r["_id"] and s["definition"] != r["definition"]]
         if not sibs or r["word"] in used:
             continue

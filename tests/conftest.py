@@ -1,0 +1,36 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded SmolLM2 tokenizer (real, offline)."""
+    from transformers import AutoTokenizer
+    from ftlab.models import embedded_folder
+    tok = AutoTokenizer.from_pretrained(embedded_folder("smollm2-135m-instruct"))
+    tok.pad_token = tok.pad_token or tok.eos_token
+    return tok
+
+
+@pytest.fixture
+def tiny_model(tokenizer):
+    """A 2-layer random Llama with the real tokenizer: for testing code paths only, never quality."""
+    import torch
+    from ftlab.models import tiny_test_model
+    torch.manual_seed(0)
+    return tiny_test_model(tokenizer)

