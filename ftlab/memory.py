@@ -1,0 +1,317 @@
+"""How much GPU memory a fine-tuning set-up takes, part by part: pure arithmetic, no torch.
+
+    weights + adapters + gradients + optimizer + activations + logits   = peak allocated (torch's counter)
+    + allocator reserve (the caching allocator holds more than it hands out)
+    + CUDA context (kernels and handles, outside torch's counters)      = device memory in use (nvidia-smi)
+
+Each term follows what really runs (transformers 5, peft 0.21, bitsandbytes 0.50, sdpa attention):
+* Frozen linear layers save nothing for backward (grad_x = grad_y·W needs no x); trainable ones
+  save their input. So a frozen bf16 Llama block saves only: two RMSNorm inputs in fp32 (4h each),
+  q, k, v and the attention output plus a log-sum-exp per head (sdpa: no seq² matrix), and the MLP's
+  gate, up and silu(gate) (3 × i).
+* peft keeps adapters in fp32 and casts each adapted layer's input to fp32: without autocast every
+  adapted module saves its own 4-byte copy of its input; under autocast (TRL's bf16=True) a 2-byte one.
+* prepare_model_for_kbit_training (4/8-bit bases) upcasts every non-quantised parameter to fp32, the
+  embedding included, so the residual stream and what the block saves are fp32.
+* The plain loop's loss upcasts the logits to fp32; backward through log_softmax holds three
+  (batch·seq × vocab) fp32 tensors at once. TRL's fused LM head never holds them: it works on
+  tiles of at most 4096 tokens × 32768 vocabulary entries.
+* Gradient checkpointing keeps each block's input and recomputes one block at a time in backward.
+Calibrated against GPU measurements (shared/calibration, ftlab/measured); the tests check both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GIB = 2**30
+METHODS = ("inference", "full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning",
+           "bitfit")
+OPTIMIZER_STATE_BYTES = {"adamw": None, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "sgd": 0.0}  # None: 2 × param
+TRAINERS = ("trl", "plain")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class GPU:
+    name: str
+    total_gib: float       # torch.cuda.mem_get_info()[1]: what a process can see
+    context_gib: float     # CUDA context + libraries' kernels, outside torch's allocator
+
+
+# Context: 0.75 GiB measured on an H100 (PyTorch 2.11, CUDA 13); other cards are taken as the same
+# (the context grows with the kernels loaded, not with the card's size).
+GPUS = {g.name: g for g in [
+    GPU("T4", 14.58, 0.75), GPU("L4", 22.03, 0.75), GPU("A10G", 22.06, 0.75), GPU("RTX-3090", 23.69, 0.75),
+    GPU("RTX-4090", 23.65, 0.75), GPU("A100-40GB", 39.39, 0.75), GPU("A100-80GB", 79.15, 0.75),
+    GPU("H100-80GB", 79.18, 0.75), GPU("H200", 139.8, 0.75),
+]}
+
+
+@dataclass
+class Fit:
+    gpu: str
+    fits: bool
+    total_gib: float
+    left_gib: float            # negative: how much is missing
+
+    def __bool__(self):
+        return self.fits
+
+    def __str__(self):
+        return (f"fits on {self.gpu}: {self.left_gib:.1f} GiB left of {self.total_gib:.1f}" if self.fits else
+                f"does not fit on {self.gpu}: {-self.left_gib:.1f} GiB short of {self.total_gib:.1f}")
+
+
+@dataclass
+class MemoryEstimate:
+    total_gib: float                      # device memory in use at the peak (nvidia-smi), CUDA context included
+    peak_allocated_gib: float             # torch.cuda.max_memory_allocated()
+    components: dict                      # GiB by part
+    fits: Fit | None = None
+    trainable_params: int = 0
+    details: dict = field(default_factory=dict)
+
+    def __str__(self):
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in self.components.items() if v > 0.005)
+        return f"{self.total_gib:.2f} GiB in use ({parts})" + (f"; {self.fits}" if self.fits else "")
+
+
+def _err(name, value, allowed):
+    return ValueError(f"{name}={value!r} is not allowed: {allowed}")
+
+
+def trainable_parameters(arch, method: str, lora_r: int = 16, lora_targets="all-linear",
+                         num_virtual_tokens: int = 20) -> int:
+    """What the method trains, counted as peft counts it."""
+    shapes = arch.linear_shapes()
+    if method == "full":
+        return arch.n_params
+    if method in ("lora", "qlora", "dora"):
+        mods = _targets(lora_targets, shapes)
+        n = sum(lora_r * (shapes[m][0] + shapes[m][1]) for m in mods)
+        if method == "dora":  # a magnitude per output feature
+            n += sum(shapes[m][1] for m in mods)
+        return arch.layers * n
+    if method == "ia3":  # a scale per key, value and MLP hidden feature
+        return arch.layers * (shapes["k_proj"][1] + shapes["v_proj"][1] + arch.intermediate)
+    if method == "prompt_tuning":
+        return num_virtual_tokens * arch.hidden
+    if method == "prefix_tuning":  # a key and a value per virtual token per layer
+        return num_virtual_tokens * arch.layers * 2 * arch.hidden
+    if method == "p_tuning":  # virtual-token embeddings + peft's MLP prompt encoder (3 hidden×hidden layers)
+        return num_virtual_tokens * arch.hidden + 3 * arch.hidden * arch.hidden + 3 * arch.hidden
+    if method == "bitfit":
+        return arch.layers * (arch.heads + 2 * arch.kv_heads) * arch.hd if arch.qkv_bias else 0
+    return 0
+
+
+def _targets(lora_targets, shapes) -> list:
+    if lora_targets == "all-linear":
+        return list(LORA_TARGETS)
+    if isinstance(lora_targets, str):
+        lora_targets = [t.strip() for t in lora_targets.split(",")]
+    bad = [t for t in lora_targets if t not in shapes]
+    if bad or not lora_targets:
+        raise _err("lora_targets", lora_targets, f"'all-linear' or a list drawn from {list(shapes)}")
+    return list(lora_targets)
+
+
+def _weights_bytes(arch, bits: int, kbit_prepared: bool) -> float:
+    """Base weights. 4-bit NF4 with double quantisation: 0.5 byte + 1/64 (8-bit absmax per 64 weights)
+    + 4/(64·256) (fp32 constant per 256 blocks) a weight; 8-bit: 1 byte + an fp32 scale per row.
+    Embeddings, LM head and norms stay unquantised: fp32 once prepare_model_for_kbit_training ran."""
+    block = sum(i * o for i, o in arch.linear_shapes().values()) * arch.experts
+    rest = arch.n_params - arch.layers * block
+    if bits == 32:
+        return 4.0 * arch.n_params
+    if bits == 16:
+        return 2.0 * arch.n_params
+    rest_bytes = (4.0 if kbit_prepared else 2.0) * rest
+    if bits == 8:
+        rows = sum(o for _, o in arch.linear_shapes().values()) * arch.experts
+        return arch.layers * (block + 4.0 * rows) + rest_bytes
+    return arch.layers * block * (0.5 + 1 / 64 + 4 / (64 * 256)) + rest_bytes
+
+
+def _saved_per_token_layer(arch, method, lora_r, mods, autocast: bool, fp32_stream: bool) -> float:
+    """Bytes a block saves for backward, per token (no checkpointing; attention scores apart)."""
+    shapes = arch.linear_shapes()
+    h, i = arch.hidden, arch.intermediate * arch.experts_per_token
+    q, kv = arch.heads * arch.hd, arch.kv_heads * arch.hd
+    act = 4 if fp32_stream and not autocast else 2          # attention dtype (autocast casts sdpa's inputs)
+    mlp = 4 if fp32_stream and method != "full" else act     # bnb layers return the input's dtype: fp32
+    saved = 2 * 4 * h                                         # two RMSNorm inputs, upcast to fp32
+    saved += act * (q + 2 * kv) + act * q + 4 * arch.heads   # sdpa: q, k, v, output, log-sum-exp
+    saved += 3 * mlp * i                                      # silu(gate) saves gate; gate·up saves both
+    if method == "full":  # trainable weights: norms save their normalised input, linears their inputs
+        if fp32_stream:   # mixed precision: fp32 norms; autocast makes a bf16 copy per linear call
+            saved += 2 * 4 * h + 2 * (3 * h + 2 * h) + 2 * i
+        else:
+            saved += 2 * (2 * h + 2 * h) + 2 * i
+    elif method in ("lora", "qlora", "dora"):
+        if fp32_stream and not autocast:                      # input already fp32: peft's cast is a no-op
+            groups = {"q_proj": "a", "k_proj": "a", "v_proj": "a", "gate_proj": "m", "up_proj": "m"}
+            shared = {groups.get(m, m): shapes[m][0] for m in mods}
+            saved += 4 * sum(shared.values())
+        else:                                                 # each adapted module saves its own cast copy
+            saved += (2 if autocast else 4) * sum(shapes[m][0] for m in mods)
+        saved += (2 if autocast else 4) * lora_r * len(mods)  # A's output, for B's gradient
+        if method == "dora":                                  # base and LoRA outputs, for the magnitude's gradient
+            saved += (2 + (2 if autocast else 4)) * sum(shapes[m][1] for m in mods)
+    elif method == "ia3":  # fp32 scales promote: k and v outputs (saved in the stream dtype), fp32 MLP input
+        saved += act * 2 * kv + 4 * i
+    elif method == "bitfit":
+        saved += act * (q + 2 * kv)
+    return saved
+
+
+def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 16, lora_targets="all-linear",
+                    num_virtual_tokens: int = 20, batch_size: int = 4, seq_len: int = 512,
+                    gradient_checkpointing: bool = False, optimizer: str = "adamw", gpu: str | None = None,
+                    trainer: str = "trl") -> MemoryEstimate:
+    """Estimate device memory of one set-up (see module doc). `model`: preset, hub id, folder or config."""
+    from ftlab.models import resolve_arch
+
+    if method not in METHODS:
+        raise _err("method", method, f"one of {list(METHODS)}")
+    if bits not in (32, 16, 8, 4):
+        raise _err("bits", bits, "one of [32, 16, 8, 4]")
+    if method == "qlora":
+        bits = 4
+    for name, v, lo in (("lora_r", lora_r, 1), ("batch_size", batch_size, 1), ("seq_len", seq_len, 1),
+                        ("num_virtual_tokens", num_virtual_tokens, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise _err(name, v, f"an integer ≥ {lo}")
+    if optimizer not in OPTIMIZER_STATE_BYTES:
+        raise _err("optimizer", optimizer, f"one of {list(OPTIMIZER_STATE_BYTES)}")
+    if trainer not in TRAINERS:
+        raise _err("trainer", trainer, f"one of {list(TRAINERS)}")
+    if gpu is not None and gpu not in GPUS:
+        raise _err("gpu", gpu, f"one of {list(GPUS)}")
+    if bits in (8, 4) and method in ("full", "bitfit"):
+        raise _err("bits", bits, f"16 or 32 with method={method!r}: quantised weights cannot be trained directly")
+    arch = resolve_arch(model)
+    virtual = num_virtual_tokens if method in ("prompt_tuning", "p_tuning") else 0
+    if seq_len + virtual > arch.max_positions:
+        raise _err("seq_len", seq_len, f"at most {arch.max_positions - virtual} for this model "
+                   f"(max_position_embeddings={arch.max_positions})")
+    mods = _targets(lora_targets, arch.linear_shapes()) if method in ("lora", "qlora", "dora") else []
+
+    train = method != "inference"
+    kbit = bits in (8, 4) and train                  # prepare_model_for_kbit_training ran
+    autocast = trainer == "trl" or bits == 32         # TRL trains under bf16 autocast; bits=32 means mixed precision
+    T = batch_size * (seq_len + virtual)              # tokens in one step
+    n_train = trainable_parameters(arch, method, lora_r, mods or lora_targets, num_virtual_tokens) if train else 0
+    adapters_separate = method not in ("full", "bitfit", "inference")
+    p_bytes = 4 if (adapters_separate or bits == 32) else 2   # peft adapters are fp32; full FT in the weights' dtype
+
+    c = {"weights": _weights_bytes(arch, bits, kbit), "adapters": p_bytes * n_train if adapters_separate else 0.0}
+    c["gradients"] = p_bytes * n_train if train else 0.0
+    state = OPTIMIZER_STATE_BYTES[optimizer]
+    state = 2 * p_bytes if state is None else state   # AdamW: two moments in the parameters' dtype
+    c["optimizer"] = state * n_train if train else 0.0
+    paged = c["optimizer"] if optimizer == "paged_adamw_8bit" else 0.0  # managed memory, outside torch's counters
+
+    fp32_stream = kbit or bits == 32
+    static = c["weights"] + c["adapters"] + c["optimizer"]
+    if bits == 32 and train:  # autocast caches a bf16 copy of every fp32 weight it casts, until the step ends
+        static += 2.0 * arch.n_params if method == "full" else 2.0 * n_train
+    phases = {}
+    if not train:  # no-grad forward: one block's temporaries, the KV cache, and the bf16 logits
+        q, kv = arch.heads * arch.hd, arch.kv_heads * arch.hd
+        act = T * (2 * (3 * arch.intermediate + q + 2 * kv + 2 * arch.hidden) + arch.layers * 2 * 2 * kv)
+        # Observed on an H100 (4 models), not explained: the first forward also holds one temporary of
+        # the embedding matrix's size in bf16; the bf16 logits come after it is freed.
+        phases["forward"] = {"activations": act, "logits": max(2.0 * T * arch.vocab, 2.0 * arch.vocab * arch.hidden)}
+    else:
+        per_layer = T * _saved_per_token_layer(arch, method, lora_r, mods, autocast, fp32_stream)
+        # sdpa has no fp32 flash/efficient path here: with an fp32 stream and no autocast (4/8-bit bases)
+        # it falls back to the math kernel, which saves the softmax (heads × seq² fp32 per sequence), and
+        # its backward holds ~2.5 more such tensors for the layer at hand.
+        scores = 4.0 * batch_size * arch.heads * (seq_len + virtual) ** 2 if fp32_stream and not autocast else 0.0
+        stream = 4 if fp32_stream else 2
+        if trainer == "plain":  # fp32 logits, log_softmax output and its gradient, all (T × vocab)
+            logits = 3 * 4.0 * T * arch.vocab
+        else:  # TRL's fused head: a bf16 tile of ≤4096 tokens × 32768 vocabulary entries, fp32 grad of hidden
+            logits = 2.0 * min(T, 4096) * min(arch.vocab, 32768) + 4.0 * T * arch.hidden
+        if gradient_checkpointing:  # block inputs kept; one block recomputed at a time in backward
+            kept = T * arch.layers * stream * arch.hidden
+            phases["loss"] = {"activations": kept, "logits": logits}
+            phases["recompute"] = {"activations": kept + 1.5 * per_layer + 3.5 * scores}
+        else:
+            kept = arch.layers * (per_layer + scores)
+            phases["loss"] = {"activations": kept, "logits": logits}
+            phases["last_layer"] = {"activations": kept + 2.5 * scores + 0.5 * per_layer}
+        phases["step"] = {"gradients": c["gradients"]}  # grads live once backward has freed the activations
+    peak_phase = max(phases, key=lambda k: sum(phases[k].values()))
+    for k in ("gradients", "activations", "logits"):
+        c[k] = phases[peak_phase].get(k, 0.0)
+    c["autocast_cache"] = static - (c["weights"] + c["adapters"] + c["optimizer"])
+    if optimizer == "paged_adamw_8bit":
+        c["optimizer"] = 0.0
+    allocated = sum(c.values())
+    gpu_ = GPUS.get(gpu or "H100-80GB")
+    # The caching allocator keeps freed blocks for reuse, so it holds more than the peak allocation:
+    # - about 8 % in general (rounding, blocks split for smaller requests), or most of the largest
+    #   single transient tensor when that is bigger (it is freed and re-requested every step);
+    # - gradients of a full fine-tune are created while the activations are still alive, in blocks
+    #   the activations' don't fit: the loss phase plus all gradients stay reserved;
+    # - two families of huge transients of different sizes (the loss's logits, the math kernel's
+    #   attention scores) don't reuse each other's blocks well: about 60 % of the smaller stays.
+    largest = 4.0 * T * arch.vocab if train and trainer == "plain" else (
+        2.0 * min(T, 4096) * min(arch.vocab, 32768) if train else 2.0 * T * arch.vocab)
+    if train and scores:
+        largest = max(largest, scores)
+    reserve = max(0.08 * allocated, 0.85 * largest, 64 * 2**20) if train else 0.02 * allocated + 32 * 2**20
+    if train and method in ("full", "bitfit"):
+        loss_phase = c["weights"] + sum(phases["loss"].values())
+        reserve = max(reserve, loss_phase + c["gradients"] + phases["step"]["gradients"] - allocated)
+    if train and scores:
+        families = [phases["loss"]["logits"], 3.5 * scores]
+        if min(families) > GIB:
+            reserve = max(reserve, 0.6 * min(families))
+    c["allocator"] = reserve
+    c["paged_optimizer"] = paged
+    # inference loads no backward or optimizer kernels: measured 0.68 against 0.75 GiB on an H100
+    c["cuda_context"] = (gpu_.context_gib if train else gpu_.context_gib - 0.07) * GIB
+    comps = {k: v / GIB for k, v in c.items()}
+    total = sum(comps.values())
+    fit = None
+    if gpu is not None:
+        fit = Fit(gpu, total <= gpu_.total_gib, gpu_.total_gib, gpu_.total_gib - total)
+    return MemoryEstimate(total_gib=total, peak_allocated_gib=allocated / GIB, components=comps, fits=fit,
+                          trainable_params=n_train, details={"tokens_per_step": T, "arch": arch})
+
+
+def _largest(key: str, gpu: str, hi: int, **kw) -> int:
+    """Largest value of `key` (batch_size or seq_len) whose estimate fits `gpu` (0 if none): a doubling
+    search then bisection, since memory grows monotonically with both."""
+    if gpu not in GPUS:
+        raise _err("gpu", gpu, f"one of {list(GPUS)}")
+
+    def fits(v):
+        try:
+            return bool(estimate_memory(**{**kw, key: v, "gpu": gpu}).fits)
+        except ValueError:  # e.g. longer than the model's positions
+            return False
+    if not fits(1):
+        return 0
+    lo, top = 1, 2
+    while top <= hi and fits(top):
+        lo, top = top, top * 2
+    top = min(top, hi + 1)
+    while top - lo > 1:
+        mid = (lo + top) // 2
+        lo, top = (mid, top) if fits(mid) else (lo, mid)
+    return lo
+
+
+def max_batch_size(model, gpu: str, **kw) -> int:
+    """The largest batch size whose estimate fits `gpu` with the other settings as given."""
+    return _largest("batch_size", gpu, 65536, model=model, **kw)
+
+
+def max_seq_len(model, gpu: str, **kw) -> int:
+    """The longest sequence whose estimate fits `gpu` (capped at the model's positions)."""
+    from ftlab.models import resolve_arch
+    return _largest("seq_len", gpu, resolve_arch(model).max_positions, model=model, **kw)
