@@ -49,6 +49,7 @@ class TrainConfig:
     eval_examples: int = 16         # held-out examples scored before and after training
     seed: int = 0                   # seeds data order, initialisation and sampling
     output_dir: str = "runs/quickstart"  # where the adapter, logs and results.json go
+    gpu: str = "T4"                 # the GPU the memory estimate is checked against (ftlab.memory.GPUS)
     trust_remote_code: bool = False  # run model code from the hub: only for models you trust
     extra: dict = field(default_factory=dict)  # method-specific options (e.g. {"init": "text"})
 
@@ -78,6 +79,8 @@ class TrainConfig:
         _int_range("seq_len", self.seq_len, 8, 1_048_576)
         _positive("learning_rate", self.learning_rate, upper=1.0)
         _choice("optimizer", self.optimizer, OPTIMIZERS)
+        from ftlab.memory import GPUS
+        _choice("gpu", self.gpu, GPUS)
         _int_range("eval_examples", self.eval_examples, 0, 100_000)
         _int_range("seed", self.seed, 0, 2**32 - 1)
         for name in ("gradient_checkpointing", "trust_remote_code"):
@@ -98,6 +101,15 @@ class TrainConfig:
     @property
     def effective_bits(self) -> int:
         return 4 if self.method == "qlora" else self.bits
+
+    def memory_estimate(self, trainer: str = "trl"):
+        """ftlab.memory.estimate_memory for this set-up on `gpu`."""
+        from ftlab.memory import estimate_memory
+        return estimate_memory(self.model, method=self.method, bits=self.effective_bits, lora_r=self.lora_r,
+                               lora_targets=self.target_modules, num_virtual_tokens=self.num_virtual_tokens,
+                               batch_size=self.batch_size, seq_len=self.seq_len,
+                               gradient_checkpointing=self.gradient_checkpointing, optimizer=self.optimizer,
+                               gpu=self.gpu, trainer=trainer)
 
     def to_dict(self) -> dict:
         return asdict(self)

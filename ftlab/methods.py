@@ -6,8 +6,12 @@ a peft config (peft does the work) or selective freezing (BitFit). QLoRA is LoRA
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
+
+# peft 0.21 calls transformers 5's renamed checkpointing API; the warning is theirs, not the user's
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 @dataclass(frozen=True)

@@ -142,8 +142,10 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     every `eval_steps` steps if given. Returns (TrainResult, trainer). A stop request ends the run after the current step; the
     model keeps the weights of the last completed step.
     """
+    import datasets
     from datasets import Dataset
     from trl import SFTTrainer
+    datasets.disable_progress_bars()  # in a notebook each map() would add a progress widget; our listeners report
     if not train_records:
         raise ValueError("train_records is empty: at least one training example is required")
     cb = callback or ReportCallback(listeners)

@@ -37,3 +37,32 @@ def test_loss_plot_and_progress_update_in_place():
     prog({"kind": "end", "result": TrainResult(steps=2, losses=[(1, 3.0), (2, 2.0)], seconds=1.0)})
     assert "done" in prog.label.value
     assert len(plot.figure().data) == 2
+
+
+def test_estimate_readout_follows_the_panel():
+    seen = []
+    panel = ConfigPanel(TrainConfig(model="llama-3.1-8b", method="lora", gpu="T4", seq_len=512))
+    panel.on_change(lambda cfg, est: seen.append(est.total_gib))
+    assert "does not fit" in panel.estimate_readout.value
+    before = panel.estimate.total_gib
+    panel.fields["method"].value = "qlora"
+    panel.fields["bits"].value = 4
+    panel.fields["gradient_checkpointing"].value = True
+    assert panel.estimate.total_gib < before / 2 and "fits on T4" in panel.estimate_readout.value
+    panel.fields["lora_r"].value = 256
+    assert len(seen) >= 3 and seen[-1] > seen[-2]
+
+
+def test_memory_plots_update_in_place():
+    from ftlab.memory import estimate_memory
+    from ftlab.widgets import EstimateScatter, MemoryBars
+    bars, scatter = MemoryBars(), EstimateScatter()
+    w1, w2 = bars.widget, scatter.widget
+    e = estimate_memory("qwen2.5-0.5b-instruct")
+    bars.update(e, {"peak allocated": 4.1, "device in use": 5.1})
+    assert sum(t.y[0] for t in bars.widget.data[:-1]) == e.total_gib or abs(sum(t.y[0] for t in bars.widget.data[:-1]) - e.total_gib) < 1e-9
+    assert list(bars.widget.data[-1].y) == [4.1, 5.1]
+    scatter.add("H100", [5.0, 10.0], [5.2, 9.5], ["a", "b"])
+    scatter.add("H100", [20.0], [21.0], ["c"])
+    assert bars.widget is w1 and scatter.widget is w2
+    assert list(scatter.widget.data[-1].x) == [5.0, 10.0, 20.0] and scatter.widget.data[2].x[1] == 21.0

@@ -11,6 +11,7 @@ from dataclasses import replace
 import ipywidgets as W
 
 from ftlab.config import BITS, OPTIMIZERS, TARGET_SHORTCUTS, ConfigError, TrainConfig
+from ftlab.memory import GPUS
 from ftlab.methods import METHODS
 from ftlab.models import PRESETS
 
@@ -40,15 +41,24 @@ class ConfigPanel:
             "gradient_checkpointing": W.Checkbox(value=c.gradient_checkpointing, description="gradient checkpointing",
                                                  style=style, indent=False),
             "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style, layout=wide),
+            "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="target GPU", style=style, layout=wide),
             "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
                                             description="trust remote code (off: model code from the hub is never run)"),
         }
         self.message = W.HTML()
         self.summary = W.HTML()
+        self.estimate_readout = W.HTML()
+        self.estimate = None
+        self._listeners = []
         for name, w in self.fields.items():
             w.observe(lambda change, name=name: self._changed(name, change["new"]), names="value")
-        self.widget = W.VBox([W.HTML("<b>Fine-tuning set-up</b>"), *self.fields.values(), self.message, self.summary])
+        self.widget = W.VBox([W.HTML("<b>Fine-tuning set-up</b>"), *self.fields.values(), self.message, self.summary,
+                              self.estimate_readout])
         self._show()
+
+    def on_change(self, callback) -> None:
+        """callback(config, estimate) after every valid change (e.g. to redraw a memory plot)."""
+        self._listeners.append(callback)
 
     def _changed(self, name, value):
         try:
@@ -59,6 +69,9 @@ class ConfigPanel:
         except Exception as e:  # any other check (e.g. a method's own) also lands inline
             self.error = ConfigError(name, value, str(e))
         self._show()
+        if self.error is None:
+            for cb in self._listeners:
+                cb(self.config, self.estimate)
 
     def _show(self):
         if self.error:
@@ -70,6 +83,19 @@ class ConfigPanel:
         from ftlab.methods import METHODS as M
         self.summary.value = (f"<span style='color:#555'>{html.escape(c.method)}: {html.escape(M[c.method].summary)} · "
                               f"{c.batch_size}×{c.seq_len} = {c.batch_size * c.seq_len} tokens a step</span>")
+        try:
+            e = self.estimate = c.memory_estimate()
+        except Exception as err:  # e.g. a hub id whose config can't be read offline
+            self.estimate = None
+            self.estimate_readout.value = f"<span style='color:#b00020'>memory estimate unavailable: {html.escape(str(err))}</span>"
+            return
+        parts = " · ".join(f"{k} {v:.2f}" for k, v in e.components.items() if v >= 0.01)
+        badge = ("<span style='background:#2e7d32;color:white;padding:1px 6px;border-radius:3px'>fits</span>"
+                 if e.fits else "<span style='background:#b00020;color:white;padding:1px 6px;border-radius:3px'>"
+                 "does not fit</span>")
+        self.estimate_readout.value = (f"<b>Estimated GPU memory: {e.total_gib:.2f} GiB</b> {badge} "
+                                       f"{html.escape(str(e.fits))}<br><span style='color:#555;font-size:90%'>"
+                                       f"{parts} (GiB)</span>")
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -1,0 +1,58 @@
+"""Memory plots: the estimate's parts beside what was measured, and estimate vs measured over many runs.
+Both are plotly FigureWidgets updated in place."""
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+COLORS = {"weights": "#4c78a8", "adapters": "#72b7b2", "gradients": "#f58518", "optimizer": "#e45756",
+          "activations": "#54a24b", "logits": "#eeca3b", "autocast_cache": "#b279a2", "allocator": "#bab0ac",
+          "paged_optimizer": "#ff9da6", "cuda_context": "#9d755d"}
+
+
+class MemoryBars:
+    """One stacked bar of the estimate's components; measured figures as bars beside it."""
+
+    def __init__(self, title: str = "GPU memory: estimate by part, and measured"):
+        self.widget = go.FigureWidget(layout=dict(title=title, barmode="stack", yaxis_title="GiB", height=380,
+                                                  margin=dict(l=50, r=20, t=50, b=40), legend=dict(traceorder="normal")))
+        for name, color in COLORS.items():
+            self.widget.add_bar(name=name, x=["estimate"], y=[0.0], marker_color=color)
+        self.widget.add_bar(name="measured", x=[], y=[], marker_color="#222", width=0.4)
+
+    def update(self, estimate, measured: dict | None = None) -> None:
+        """measured: label -> GiB (e.g. {"peak allocated": 4.1, "device in use": 5.1})."""
+        with self.widget.batch_update():
+            for trace in self.widget.data[:-1]:
+                trace.y = [estimate.components.get(trace.name, 0.0)]
+            m = measured or {}
+            self.widget.data[-1].x, self.widget.data[-1].y = list(m), list(m.values())
+
+
+class EstimateScatter:
+    """Estimate against measured device memory, with y = x and a ±10 % band."""
+
+    def __init__(self, title: str = "Estimated vs measured device memory (GiB)"):
+        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="measured (GiB)", yaxis_title="estimated (GiB)",
+                                                  height=420, margin=dict(l=50, r=20, t=50, b=40)))
+        self.widget.add_scatter(x=[], y=[], mode="lines", name="±10 %", line=dict(width=0), showlegend=False)
+        self.widget.add_scatter(x=[], y=[], mode="lines", name="±10 %", fill="tonexty", line=dict(width=0),
+                                fillcolor="rgba(120,120,120,0.2)")
+        self.widget.add_scatter(x=[], y=[], mode="lines", name="y = x", line=dict(color="#444", dash="dash"))
+        self.groups: dict[str, int] = {}
+
+    def add(self, group: str, measured: list[float], estimated: list[float], labels: list[str]) -> None:
+        with self.widget.batch_update():
+            if group not in self.groups:
+                self.widget.add_scatter(x=[], y=[], mode="markers", name=group, text=[], hoverinfo="text+x+y")
+                self.groups[group] = len(self.widget.data) - 1
+            t = self.widget.data[self.groups[group]]
+            xs = list(t.x) + list(measured)
+            t.x, t.y, t.text = xs, list(t.y) + list(estimated), list(t.text) + list(labels)
+            others = [max(d.x or [0]) for i, d in enumerate(self.widget.data[3:], 3) if i != self.groups[group]]
+            top = max([max(xs)] + others) * 1.05
+            self.widget.data[0].x, self.widget.data[0].y = [0, top], [0, 0.9 * top]
+            self.widget.data[1].x, self.widget.data[1].y = [0, top], [0, 1.1 * top]
+            self.widget.data[2].x, self.widget.data[2].y = [0, top], [0, top]
+
+    def figure(self) -> go.Figure:
+        return go.Figure(self.widget)
