@@ -1,4 +1,4 @@
-"""The quickstart lab, run headlessly as CI runs it, checked through its results.json."""
+"""The labs, run headlessly under papermill as CI runs them, checked through their results.json."""
 import os
 import subprocess
 import sys
@@ -36,3 +36,13 @@ def test_quickstart_with_ci_parameters(tmp_path):
     assert Path(r["adapter_dir"], "adapter_model.safetensors").exists()
     executed = (tmp_path / "00_quickstart.ipynb").read_text()
     assert "injected-parameters" in executed and "Traceback" not in executed
+
+
+@pytest.mark.slow
+def test_memory_calculator_lab(tmp_path):
+    r = run_lab("01_memory_calculator.ipynb", tmp_path)
+    assert r["serving_formula_gb"] == pytest.approx(168.0)
+    assert r["calibration"]["shared"]["rows"] == 26 and r["calibration"]["shared"]["within ±10 %"] == 26
+    assert 1000 <= sum(r["full_65b_parts_gb"].values()) <= 1400
+    assert r["your_setup"]["total_gib"] == pytest.approx(sum(r["your_setup"]["components_gib"].values()))
+    assert "✓" in r["fit_grid"]["llama-3.1-8b/qlora"]["T4"] and "✗" in r["fit_grid"]["llama-2-70b/full"]["H100-80GB"]
