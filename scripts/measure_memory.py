@@ -81,6 +81,10 @@ SETUPS = [
     S("llama-3.1-8b", "qlora", gc=True, optimizer="paged_adamw_8bit"),
     S("mistral-7b", "qlora", gc=True, batch=2, seq=1024),
     S("mistral-7b", "infer", batch=1, seq=2048),
+    S("qwen2.5-1.5b", "lora", bits=8, r=16),
+    S("qwen2.5-1.5b", "lora", bits=8, gc=True, trl=True, r=16),
+    S("llama-3.2-1b", "lora", bits=8, gc=True, r=16),
+    S("llama-3.2-1b", "lora", bits=8, gc=True, r=16, batch=1),
 ]
 
 
@@ -223,13 +227,14 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", nargs="*", default=None, help="keep set-ups whose JSON contains one of these")
+    ap.add_argument("--start", type=int, default=0, help="skip the first N set-ups")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--row", default="", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", default="/tmp/ftlab-ckpt")
     ap.add_argument("--tokenizer", default=os.environ.get("FTLAB_TOKENIZER", ""),
                     help="any tokenizer folder, for the TRL rows (ids are random anyway)")
     args = ap.parse_args()
-    setups = [s for s in SETUPS if not args.only or any(o in json.dumps(s) for o in args.only)]
+    setups = [s for s in SETUPS[args.start:] if not args.only or any(o in json.dumps(s) for o in args.only)]
     if args.list:
         print("\n".join(json.dumps(s) for s in setups))
         return
