@@ -234,12 +234,21 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
             logits = 3 * 4.0 * T * arch.vocab
         else:  # TRL's fused head: a bf16 tile of ≤4096 tokens × 32768 vocabulary entries, fp32 grad of hidden
             logits = 2.0 * min(T, 4096) * min(arch.vocab, 32768) + 4.0 * T * arch.hidden
+        # bitsandbytes' int8 matmul keeps its input on ctx (not through save_for_backward), so checkpointing
+        # cannot drop it: per block the fp32 inputs (shared by q/k/v and by gate/up) and, without
+        # autocast, a 16-bit copy per module stay alive for the whole backward (5 set-ups measured).
+        q_ = arch.heads * arch.hd
+        fp32_in = 4 * (2 * arch.hidden + q_ + arch.intermediate)
+        half_in = 0 if autocast else 2 * (5 * arch.hidden + q_ + arch.intermediate)
+        int8_kept = T * arch.layers * (fp32_in + half_in) if bits == 8 else 0.0
         if gradient_checkpointing:  # block inputs kept; one block recomputed at a time in backward
-            kept = T * arch.layers * stream * arch.hidden
+            kept = T * arch.layers * stream * arch.hidden + int8_kept
             phases["loss"] = {"activations": kept, "logits": logits}
             phases["recompute"] = {"activations": kept + 1.5 * per_layer + 3.5 * scores}
         else:
-            kept = arch.layers * (per_layer + scores)
+            # without checkpointing, LoRA already saves those fp32 inputs (counted in per_layer)
+            kept = arch.layers * (per_layer + scores) + (int8_kept - T * arch.layers * fp32_in * (not autocast)
+                                                         if bits == 8 else 0.0)
             phases["loss"] = {"activations": kept, "logits": logits}
             phases["last_layer"] = {"activations": kept + 2.5 * scores + 0.5 * per_layer}
         phases["step"] = {"gradients": c["gradients"]}  # grads live once backward has freed the activations
