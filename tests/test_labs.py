@@ -34,6 +34,8 @@ def test_quickstart_with_ci_parameters(tmp_path):
     assert len(r["examples"]) == 16
     assert (r["memory"]["peak_rss_gib"] if r["memory"]["device"] == "cpu" else r["memory"]["peak_allocated_gib"]) > 0.3
     assert Path(r["adapter_dir"], "adapter_model.safetensors").exists()
+    est = r["memory_estimate"]
+    assert est["gpu"] == "T4" and est["total_gib"] == pytest.approx(sum(est["components"].values()))
     executed = (tmp_path / "00_quickstart.ipynb").read_text()
     assert "injected-parameters" in executed and "Traceback" not in executed
 
