@@ -39,9 +39,10 @@ def test_arithmetic_is_seeded_and_its_worked_steps_are_right():
         assert r["answer"].endswith(f"= {r['result']}")
         for step in r["answer"].split(" = ")[1:]:  # every intermediate expression equals the result
             assert eval(step) == r["result"], r["answer"]
-    assert {r["question"] for r in load_records("arithmetic", "train")}.isdisjoint(
-        {r["question"] for r in load_records("arithmetic", "test")}) or True  # tiny overlap possible by chance
-    assert len(load_records("arithmetic", "test")) == 200
+    splits = {s: {r["question"] for r in load_records("arithmetic", s)} for s in ("train", "validation", "test")}
+    assert [len(q) for q in splits.values()] == [2000, 200, 200]
+    assert not (splits["train"] & splits["test"]) and not (splits["train"] & splits["validation"])
+    assert not (splits["validation"] & splits["test"])
 
 
 def test_unknown_dataset_and_split_are_named():
