@@ -17,6 +17,8 @@ Each term follows what really runs (transformers 5, peft 0.21, bitsandbytes 0.50
   (batch·seq × vocab) fp32 tensors at once. TRL's fused LM head never holds them: it works on
   tiles of at most 4096 tokens × 32768 vocabulary entries.
 * Gradient checkpointing keeps each block's input and recomputes one block at a time in backward.
+* 4/8-bit bases: attention memory grows with seq² (as sdpa's math kernel), and 8-bit layers keep their
+  inputs through checkpointing; both inferred from measurements (see the comments below).
 Calibrated against GPU measurements (shared/calibration, ftlab/measured); the tests check both.
 """
 from __future__ import annotations
@@ -225,18 +227,20 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
         phases["forward"] = {"activations": act, "logits": max(2.0 * T * arch.vocab, 2.0 * arch.vocab * arch.hidden)}
     else:
         per_layer = T * _saved_per_token_layer(arch, method, lora_r, mods, autocast, fp32_stream)
-        # sdpa has no fp32 flash/efficient path here: with an fp32 stream and no autocast (4/8-bit bases)
-        # it falls back to the math kernel, which saves the softmax (heads × seq² fp32 per sequence), and
-        # its backward holds ~2.5 more such tensors for the layer at hand.
+        # With an fp32 stream and no autocast (4/8-bit bases) memory grows as heads × seq² per layer, as
+        # sdpa's math kernel would make it: it saves the softmax (heads × seq² fp32 a sequence) and its
+        # backward holds ~2.5 more such tensors for the layer at hand. (Inferred from 8 measured set-ups
+        # up to 16k tokens, not from a kernel trace.)
         scores = 4.0 * batch_size * arch.heads * (seq_len + virtual) ** 2 if fp32_stream and not autocast else 0.0
         stream = 4 if fp32_stream else 2
         if trainer == "plain":  # fp32 logits, log_softmax output and its gradient, all (T × vocab)
             logits = 3 * 4.0 * T * arch.vocab
         else:  # TRL's fused head: a bf16 tile of ≤4096 tokens × 32768 vocabulary entries, fp32 grad of hidden
             logits = 2.0 * min(T, 4096) * min(arch.vocab, 32768) + 4.0 * T * arch.hidden
-        # bitsandbytes' int8 matmul keeps its input on ctx (not through save_for_backward), so checkpointing
-        # cannot drop it: per block the fp32 inputs (shared by q/k/v and by gate/up) and, without
-        # autocast, a 16-bit copy per module stay alive for the whole backward (5 set-ups measured).
+        # 8-bit bases keep ~90 KB a token a block alive through checkpointing (5 set-ups measured): the
+        # size of each block's fp32 inputs (shared by q/k/v and by gate/up) plus, without autocast, a
+        # 16-bit copy per module. That fits bitsandbytes' int8 matmul holding its input outside
+        # save_for_backward, where checkpointing cannot drop it (inferred, not traced).
         q_ = arch.heads * arch.hd
         fp32_in = 4 * (2 * arch.hidden + q_ + arch.intermediate)
         half_in = 0 if autocast else 2 * (5 * arch.hidden + q_ + arch.intermediate)
