@@ -7,9 +7,10 @@ whose message names the field, the bad value and what is allowed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 BITS = (32, 16, 8, 4)
+QUANT_TYPES = ("nf4", "fp4")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd")
 TARGET_SHORTCUTS = {  # LoRA target presets, by the names Llama-style models use
     "q": ["q_proj"],
@@ -38,7 +39,12 @@ class TrainConfig:
     lora_dropout: float = 0.0       # dropout on the LoRA input, in [0, 1)
     lora_targets: str | list = "all-linear"  # "q", "q,v", "q,k,v,o", "all-linear" or a list of module names
     num_virtual_tokens: int = 20    # soft-prompt methods: learned tokens put before the input
+    prompt_init_text: str = ""      # prompt tuning: start the virtual tokens from this text's embeddings ("" = random)
+    adapter_size: int = 64          # Houlsby adapter bottleneck m: 2·(2·d·m + d + m) trainable parameters a block
+    top_k_layers: int = 2           # top_k: how many of the last transformer blocks are trained
     bits: int = 16                  # storage of the frozen base weights: 32, 16, 8 or 4 (4 = QLoRA)
+    quant_type: str = "nf4"         # 4-bit code: "nf4" (normal float, QLoRA's) or "fp4"
+    double_quant: bool = True       # 4-bit: quantise the per-block constants too (saves ~0.37 bit a weight)
     dataset: str = "email_subject"  # embedded dataset name (ftlab.data.DATASETS) or a hub id when online
     max_steps: int = 30             # optimizer steps; tokens per step = batch_size × seq_len
     batch_size: int = 4             # sequences per step
@@ -51,7 +57,6 @@ class TrainConfig:
     output_dir: str = "runs/quickstart"  # where the adapter, logs and results.json go
     gpu: str = "T4"                 # the GPU the memory estimate is checked against (ftlab.memory.GPUS)
     trust_remote_code: bool = False  # run model code from the hub: only for models you trust
-    extra: dict = field(default_factory=dict)  # method-specific options (e.g. {"init": "text"})
 
     def __post_init__(self):
         self.validate()
@@ -71,9 +76,17 @@ class TrainConfig:
         elif not (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)):
             raise ConfigError("lora_targets", targets, "a non-empty list of module names such as ['q_proj', 'v_proj']")
         _int_range("num_virtual_tokens", self.num_virtual_tokens, 1, 1024)
+        if not isinstance(self.prompt_init_text, str):
+            raise ConfigError("prompt_init_text", self.prompt_init_text, "a string ('' for random initialisation)")
+        _int_range("adapter_size", self.adapter_size, 1, 65536)
+        _int_range("top_k_layers", self.top_k_layers, 1, 1024)
         _choice("bits", self.bits, BITS)
+        _choice("quant_type", self.quant_type, QUANT_TYPES)
         if self.method == "qlora" and self.bits != 4:
             raise ConfigError("bits", self.bits, "4 with method='qlora' (QLoRA is LoRA on a 4-bit base)")
+        if self.bits in (8, 4) and self.method in ("full", "bitfit", "top_k"):
+            raise ConfigError("bits", self.bits, f"16 or 32 with method={self.method!r}: quantised weights "
+                              "cannot be trained directly (train adapters on them: lora, qlora, ia3, ...)")
         _int_range("max_steps", self.max_steps, 1, 10_000_000)
         _int_range("batch_size", self.batch_size, 1, 65536)
         _int_range("seq_len", self.seq_len, 8, 1_048_576)
@@ -83,7 +96,7 @@ class TrainConfig:
         _choice("gpu", self.gpu, GPUS)
         _int_range("eval_examples", self.eval_examples, 0, 100_000)
         _int_range("seed", self.seed, 0, 2**32 - 1)
-        for name in ("gradient_checkpointing", "trust_remote_code"):
+        for name in ("gradient_checkpointing", "trust_remote_code", "double_quant"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(name, getattr(self, name), "True or False")
         for name in ("model", "dataset", "output_dir"):
@@ -107,6 +120,7 @@ class TrainConfig:
         from ftlab.memory import estimate_memory
         return estimate_memory(self.model, method=self.method, bits=self.effective_bits, lora_r=self.lora_r,
                                lora_targets=self.target_modules, num_virtual_tokens=self.num_virtual_tokens,
+                               adapter_size=self.adapter_size, top_k_layers=self.top_k_layers,
                                batch_size=self.batch_size, seq_len=self.seq_len,
                                gradient_checkpointing=self.gradient_checkpointing, optimizer=self.optimizer,
                                gpu=self.gpu, trainer=trainer)

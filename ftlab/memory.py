@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 GIB = 2**30
 METHODS = ("inference", "full", "lora", "qlora", "dora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning",
-           "bitfit")
+           "bitfit", "ln_tuning", "top_k", "adapter")
 OPTIMIZER_STATE_BYTES = {"adamw": None, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "sgd": 0.0}  # None: 2 × param
 TRAINERS = ("trl", "plain")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -83,11 +83,17 @@ def _err(name, value, allowed):
 
 
 def trainable_parameters(arch, method: str, lora_r: int = 16, lora_targets="all-linear",
-                         num_virtual_tokens: int = 20) -> int:
-    """What the method trains, counted as peft counts it."""
+                         num_virtual_tokens: int = 20, adapter_size: int = 64, top_k_layers: int = 2) -> int:
+    """What the method trains, counted as peft (or ftlab, for top_k and adapter) counts it."""
     shapes = arch.linear_shapes()
     if method == "full":
         return arch.n_params
+    if method == "top_k":  # whole blocks: the n_params formula without embeddings and final norm
+        return min(top_k_layers, arch.layers) * _block_params(arch)
+    if method == "adapter":  # two bottlenecks a block: down d→m and up m→d, with biases
+        return arch.layers * 2 * (2 * arch.hidden * adapter_size + adapter_size + arch.hidden)
+    if method == "ln_tuning":  # two RMSNorm scales a block and the final norm
+        return (2 * arch.layers + 1) * arch.hidden
     if method in ("lora", "qlora", "dora"):
         mods = _targets(lora_targets, shapes)
         n = sum(lora_r * (shapes[m][0] + shapes[m][1]) for m in mods)
@@ -98,13 +104,18 @@ def trainable_parameters(arch, method: str, lora_r: int = 16, lora_targets="all-
         return arch.layers * (shapes["k_proj"][1] + shapes["v_proj"][1] + arch.intermediate)
     if method == "prompt_tuning":
         return num_virtual_tokens * arch.hidden
-    if method == "prefix_tuning":  # a key and a value per virtual token per layer
-        return num_virtual_tokens * arch.layers * 2 * arch.hidden
+    if method == "prefix_tuning":  # a key and a value per virtual token per layer (GQA: kv_heads wide)
+        return num_virtual_tokens * arch.layers * 2 * arch.kv_heads * arch.hd
     if method == "p_tuning":  # virtual-token embeddings + peft's MLP prompt encoder (3 hidden×hidden layers)
         return num_virtual_tokens * arch.hidden + 3 * arch.hidden * arch.hidden + 3 * arch.hidden
     if method == "bitfit":
         return arch.layers * (arch.heads + 2 * arch.kv_heads) * arch.hd if arch.qkv_bias else 0
     return 0
+
+
+def _block_params(arch) -> int:
+    emb = arch.vocab * arch.hidden * (1 if arch.tied_embeddings else 2)
+    return (arch.n_params - emb - arch.hidden) // arch.layers
 
 
 def _targets(lora_targets, shapes) -> list:
@@ -135,7 +146,8 @@ def _weights_bytes(arch, bits: int, kbit_prepared: bool) -> float:
     return arch.layers * block * (0.5 + 1 / 64 + 4 / (64 * 256)) + rest_bytes
 
 
-def _saved_per_token_layer(arch, method, lora_r, mods, autocast: bool, fp32_stream: bool) -> float:
+def _saved_per_token_layer(arch, method, lora_r, mods, autocast: bool, fp32_stream: bool,
+                           adapter_size: int = 64) -> float:
     """Bytes a block saves for backward, per token (no checkpointing; attention scores apart)."""
     shapes = arch.linear_shapes()
     h, i = arch.hidden, arch.intermediate * arch.experts_per_token
@@ -164,13 +176,17 @@ def _saved_per_token_layer(arch, method, lora_r, mods, autocast: bool, fp32_stre
         saved += act * 2 * kv + 4 * i
     elif method == "bitfit":
         saved += act * (q + 2 * kv)
+    elif method == "adapter":  # each of the 2 adapters saves its input, the bottleneck pre-activation and output
+        saved += 2 * (2 if autocast else 4) * (h + 2 * adapter_size)
+    # ln_tuning: the norms' inputs are saved already (counted above). (adapter, ln_tuning and top_k are
+    # derived from the same accounting as the measured methods, not yet measured on a GPU themselves.)
     return saved
 
 
 def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 16, lora_targets="all-linear",
                     num_virtual_tokens: int = 20, batch_size: int = 4, seq_len: int = 512,
                     gradient_checkpointing: bool = False, optimizer: str = "adamw", gpu: str | None = None,
-                    trainer: str = "trl") -> MemoryEstimate:
+                    trainer: str = "trl", adapter_size: int = 64, top_k_layers: int = 2) -> MemoryEstimate:
     """Estimate device memory of one set-up (see module doc). `model`: preset, hub id, folder or config."""
     from ftlab.models import resolve_arch
 
@@ -181,7 +197,8 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
     if method == "qlora":
         bits = 4
     for name, v, lo in (("lora_r", lora_r, 1), ("batch_size", batch_size, 1), ("seq_len", seq_len, 1),
-                        ("num_virtual_tokens", num_virtual_tokens, 1)):
+                        ("num_virtual_tokens", num_virtual_tokens, 1), ("adapter_size", adapter_size, 1),
+                        ("top_k_layers", top_k_layers, 1)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise _err(name, v, f"an integer ≥ {lo}")
     if optimizer not in OPTIMIZER_STATE_BYTES:
@@ -190,7 +207,7 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
         raise _err("trainer", trainer, f"one of {list(TRAINERS)}")
     if gpu is not None and gpu not in GPUS:
         raise _err("gpu", gpu, f"one of {list(GPUS)}")
-    if bits in (8, 4) and method in ("full", "bitfit"):
+    if bits in (8, 4) and method in ("full", "bitfit", "top_k"):
         raise _err("bits", bits, f"16 or 32 with method={method!r}: quantised weights cannot be trained directly")
     arch = resolve_arch(model)
     virtual = num_virtual_tokens if method in ("prompt_tuning", "p_tuning") else 0
@@ -203,8 +220,9 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
     kbit = bits in (8, 4) and train                  # prepare_model_for_kbit_training ran
     autocast = trainer == "trl" or bits == 32         # TRL trains under bf16 autocast; bits=32 means mixed precision
     T = batch_size * (seq_len + virtual)              # tokens in one step
-    n_train = trainable_parameters(arch, method, lora_r, mods or lora_targets, num_virtual_tokens) if train else 0
-    adapters_separate = method not in ("full", "bitfit", "inference")
+    n_train = trainable_parameters(arch, method, lora_r, mods or lora_targets, num_virtual_tokens, adapter_size,
+                                   top_k_layers) if train else 0
+    adapters_separate = method not in ("full", "bitfit", "top_k", "inference")
     p_bytes = 4 if (adapters_separate or bits == 32) else 2   # peft adapters are fp32; full FT in the weights' dtype
 
     c = {"weights": _weights_bytes(arch, bits, kbit), "adapters": p_bytes * n_train if adapters_separate else 0.0}
@@ -226,7 +244,10 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
         # the embedding matrix's size in bf16; the bf16 logits come after it is freed.
         phases["forward"] = {"activations": act, "logits": max(2.0 * T * arch.vocab, 2.0 * arch.vocab * arch.hidden)}
     else:
-        per_layer = T * _saved_per_token_layer(arch, method, lora_r, mods, autocast, fp32_stream)
+        # top_k: the frozen blocks below carry no gradient, so they save nothing; the top k save as in full FT
+        per_layer = T * _saved_per_token_layer(arch, "full" if method == "top_k" else method, lora_r, mods,
+                                               autocast, fp32_stream, adapter_size)
+        layers = min(top_k_layers, arch.layers) if method == "top_k" else arch.layers
         # With an fp32 stream and no autocast (4/8-bit bases) memory grows as heads × seq² per layer, as
         # sdpa's math kernel would make it: it saves the softmax (heads × seq² fp32 a sequence) and its
         # backward holds ~2.5 more such tensors for the layer at hand. (Inferred from 8 measured set-ups
@@ -246,12 +267,12 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
         half_in = 0 if autocast else 2 * (5 * arch.hidden + q_ + arch.intermediate)
         int8_kept = T * arch.layers * (fp32_in + half_in) if bits == 8 else 0.0
         if gradient_checkpointing:  # block inputs kept; one block recomputed at a time in backward
-            kept = T * arch.layers * stream * arch.hidden + int8_kept
+            kept = T * layers * stream * arch.hidden + int8_kept
             phases["loss"] = {"activations": kept, "logits": logits}
             phases["recompute"] = {"activations": kept + 1.5 * per_layer + 3.5 * scores}
         else:
             # without checkpointing, LoRA already saves those fp32 inputs (counted in per_layer)
-            kept = arch.layers * (per_layer + scores) + (int8_kept - T * arch.layers * fp32_in * (not autocast)
+            kept = layers * (per_layer + scores) + (int8_kept - T * arch.layers * fp32_in * (not autocast)
                                                          if bits == 8 else 0.0)
             phases["loss"] = {"activations": kept, "logits": logits}
             phases["last_layer"] = {"activations": kept + 2.5 * scores + 0.5 * per_layer}
@@ -276,7 +297,7 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
     if train and scores:
         largest = max(largest, scores)
     reserve = max(0.08 * allocated, 0.85 * largest, 64 * 2**20) if train else 0.02 * allocated + 32 * 2**20
-    if train and method in ("full", "bitfit"):
+    if train and method in ("full", "bitfit", "top_k"):
         loss_phase = c["weights"] + sum(phases["loss"].values())
         reserve = max(reserve, loss_phase + c["gradients"] + phases["step"]["gradients"] - allocated)
     if train and scores:

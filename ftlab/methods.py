@@ -1,11 +1,16 @@
 """Fine-tuning methods: a table, one row a method. Adding a method is one row.
 
 Each row knows its place in the taxonomy (Lialin et al., 2023: additive / selective /
-reparameterisation), the name the memory calculator uses, and how to apply itself to a loaded model:
-a peft config (peft does the work) or selective freezing (BitFit). QLoRA is LoRA on a 4-bit base.
+reparameterisation), the name the memory calculator uses (and so its trainable-parameter count,
+`Method.trainable_count`), and how to apply itself to a loaded model: a peft config (peft does the
+work), selective freezing (BitFit, top-k layers), or, for the Houlsby adapter that peft lacks,
+ftlab.adapters. QLoRA is LoRA on a 4-bit base; LoRA on an 8-bit base is `lora` with bits=8.
+
+`save_trained` / `load_trained` store what a method trained as safetensors and bring it back.
 """
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -21,8 +26,16 @@ class Method:
     summary: str
     memory_name: str                  # the name estimate_memory() takes
     peft_config: Callable | None = None   # (cfg, model) -> peft config
-    freeze: Callable | None = None        # (model) -> None: selective methods set requires_grad themselves
+    freeze: Callable | None = None        # (cfg, model) -> None: methods that set requires_grad themselves
     needs_bits: int | None = None         # QLoRA: the base must be 4-bit
+
+    def trainable_count(self, cfg, model) -> int:
+        """Parameters this method trains on `model` (a preset, hub id, folder or config), as peft counts them."""
+        from ftlab.memory import trainable_parameters
+        from ftlab.models import resolve_arch
+        return trainable_parameters(resolve_arch(model), self.memory_name, cfg.lora_r, cfg.target_modules,
+                                    cfg.num_virtual_tokens, adapter_size=cfg.adapter_size,
+                                    top_k_layers=cfg.top_k_layers)
 
 
 def _lora(cfg, model, dora=False):
@@ -40,7 +53,7 @@ def _ia3(cfg, model):
 
 def _prompt_tuning(cfg, model):
     from peft import PromptTuningConfig, PromptTuningInit
-    text = cfg.extra.get("init_text")
+    text = cfg.prompt_init_text
     if text:  # initialise the virtual tokens from a real prompt's embeddings (Lester et al., 2021, §3.2)
         return PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=cfg.num_virtual_tokens,
                                   prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=text,
@@ -59,14 +72,48 @@ def _p_tuning(cfg, model):
                                encoder_hidden_size=model.config.hidden_size)
 
 
-def _bitfit(model):
+def _ln_tuning(cfg, model):
+    from peft import LNTuningConfig
+    # the norms of a Llama-style block and the final norm (peft trains a copy of each)
+    return LNTuningConfig(task_type="CAUSAL_LM", target_modules=["input_layernorm", "post_attention_layernorm", "norm"])
+
+
+def _bitfit(cfg, model):
     """BitFit (Ben Zaken et al., 2022): train the bias terms only."""
     names = [n for n, p in model.named_parameters() if n.endswith(".bias")]
     if not names:
-        raise ValueError("method='bitfit': this model has no bias terms (Llama-style models have none), so BitFit "
-                         "would train nothing. Use method='lora', or a model with biases (e.g. Qwen2.5).")
+        raise ValueError("method='bitfit': this model has no bias terms (Llama-style models such as SmolLM2 have "
+                         "none), so BitFit would train nothing. Use method='ln_tuning' (train only the norms, the "
+                         "nearest selective method), or a model with biases (e.g. qwen2.5-0.5b-instruct).")
     for n, p in model.named_parameters():
         p.requires_grad = n.endswith(".bias")
+
+
+def _blocks(model):
+    """The transformer blocks (an nn.ModuleList), wherever the architecture keeps them."""
+    import torch
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.ModuleList) and name.endswith("layers") and len(mod) and "Layer" in type(mod[0]).__name__:
+            return mod
+    raise ValueError("method='top_k': could not find the model's list of transformer blocks")
+
+
+def _top_k(cfg, model):
+    """Freeze everything but the last k blocks (the 'train the top layers' baseline of Lee et al., 2019)."""
+    blocks = _blocks(model)
+    if cfg.top_k_layers > len(blocks):
+        raise ValueError(f"top_k_layers={cfg.top_k_layers!r} is not allowed: an integer from 1 to the model's "
+                         f"{len(blocks)} blocks")
+    for p in model.parameters():
+        p.requires_grad = False
+    for block in blocks[-cfg.top_k_layers:]:
+        for p in block.parameters():
+            p.requires_grad = True
+
+
+def _adapter(cfg, model):
+    from ftlab.adapters import add_adapters
+    add_adapters(model, cfg.adapter_size)
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
@@ -85,6 +132,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("p_tuning", "additive", "virtual tokens produced by a small prompt encoder (MLP)", "p_tuning",
            peft_config=_p_tuning),
     Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit),
+    Method("ln_tuning", "selective", "only the layer norms' scales are trained", "ln_tuning", peft_config=_ln_tuning),
+    Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k),
+    Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, up, residual)",
+           "adapter", freeze=_adapter),
 ]}
 
 
@@ -112,8 +163,9 @@ def apply_method(model, cfg):
         raise ValueError(f"method={cfg.method!r} needs the base loaded with bits={method.needs_bits} "
                          f"(load_model(..., bits={method.needs_bits}))")
     if quantized:
-        if method.peft_config is None:
-            raise ValueError(f"method={cfg.method!r} cannot train a quantized base: use bits=16 or 32")
+        if method.name in ("full", "bitfit", "top_k"):
+            raise ValueError(f"bits={getattr(cfg, 'bits', '?')!r} with method={cfg.method!r}: quantised weights "
+                             "cannot be trained directly; use bits=16 or 32, or an adapter method (lora, qlora, ...)")
         from peft import prepare_model_for_kbit_training
         # upcasts the non-quantised parameters (norms, embeddings) to fp32 for stable training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
@@ -121,7 +173,7 @@ def apply_method(model, cfg):
         from peft import get_peft_model
         return get_peft_model(model, method.peft_config(cfg, model))
     if method.freeze is not None:
-        method.freeze(model)
+        method.freeze(cfg, model)
     else:
         for p in model.parameters():
             p.requires_grad = True
@@ -136,3 +188,54 @@ def trainable_parameters(model) -> tuple[int, int]:
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total
+
+
+def _trained_tensors(model) -> dict:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_trained(model, folder, cfg) -> str:
+    """Save what `cfg.method` trained, as safetensors only, atomically (a killed save leaves the old folder).
+
+    peft methods: peft's adapter folder. full: the whole model (transformers' safetensors). BitFit, top-k,
+    Houlsby adapters: the trained tensors in `trained.safetensors` plus `ftlab_method.json` with the config.
+    """
+    import json
+
+    from safetensors.torch import save_file
+
+    from ftlab.results import atomic_dir
+    with atomic_dir(folder) as tmp:
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(tmp, safe_serialization=True)
+        elif cfg.method == "full":
+            model.save_pretrained(tmp, safe_serialization=True)
+        else:
+            save_file(_trained_tensors(model), os.path.join(tmp, "trained.safetensors"))
+        with open(os.path.join(tmp, "ftlab_method.json"), "w") as f:
+            json.dump({"method": cfg.method, "config": cfg.to_dict()}, f, indent=1)
+    return str(folder)
+
+
+def load_trained(base, folder):
+    """The inverse of save_trained: `base` (as load_model returns it) with the trained parameters put back."""
+    import json
+
+    from ftlab.config import TrainConfig
+    folder = str(folder)
+    with open(os.path.join(folder, "ftlab_method.json")) as f:
+        saved = json.load(f)
+    cfg = TrainConfig.from_params(saved["config"])
+    if os.path.exists(os.path.join(folder, "adapter_config.json")):
+        from peft import PeftModel
+        return PeftModel.from_pretrained(base, folder)
+    if cfg.method == "full":
+        from transformers import AutoModelForCausalLM
+        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=base.dtype).to(base.device)
+    from safetensors.torch import load_file
+    model = apply_method(base, cfg)
+    missing = set(load_file(os.path.join(folder, "trained.safetensors"))) - {n for n, _ in model.named_parameters()}
+    if missing:
+        raise ValueError(f"{folder}: holds parameters the model lacks, e.g. {sorted(missing)[:3]}")
+    model.load_state_dict(load_file(os.path.join(folder, "trained.safetensors"), device=str(base.device)), strict=False)
+    return model

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -35,3 +37,29 @@ def write_results(output_dir, results: dict, name: str = "results.json") -> Path
 
 def read_results(output_dir, name: str = "results.json") -> dict:
     return json.loads((Path(output_dir) / name).read_text())
+
+
+@contextmanager
+def atomic_dir(folder):
+    """Yield a temporary folder beside `folder`; on success it replaces `folder` by renames.
+
+    A run killed while writing leaves `folder` as it was (the temporary one is removed next time):
+    the previous checkpoint stays readable. The swap is two renames on the same file system.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.tmp-"))
+    try:
+        yield str(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = folder.parent / f".{folder.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
