@@ -234,3 +234,12 @@ def fit_to_length(records: list[dict], tokenizer, seq_len: int, reserve: int = 6
         ids = tokenizer(r["source"], add_special_tokens=False)["input_ids"]
         out.append({**r, "source": tokenizer.decode(ids[:budget]).strip()} if len(ids) > budget else r)
     return out
+
+
+def sft_data(cfg, tokenizer, n_validation: int = 16) -> tuple[list[dict], list[dict]]:
+    """(train, validation) prompt/completion records for a run of `cfg`: enough training examples for
+    max_steps × batch_size, each cut to fit seq_len; training prompts in varied FLAN-style templates."""
+    train = fit_to_length(load_records(cfg.dataset, "train", n=cfg.max_steps * cfg.batch_size, seed=cfg.seed),
+                          tokenizer, cfg.seq_len)
+    val = fit_to_length(load_records(cfg.dataset, "validation", n=n_validation, seed=cfg.seed), tokenizer, cfg.seq_len)
+    return to_prompt_completion(train, template="random", seed=cfg.seed), to_prompt_completion(val)

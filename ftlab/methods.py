@@ -227,7 +227,9 @@ def load_trained(base, folder):
         saved = json.load(f)
     cfg = TrainConfig.from_params(saved["config"])
     if os.path.exists(os.path.join(folder, "adapter_config.json")):
-        from peft import PeftModel
+        from peft import PeftModel, prepare_model_for_kbit_training
+        if getattr(base, "is_quantized", False):  # as in training: norms and embeddings upcast to fp32
+            base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
         return PeftModel.from_pretrained(base, folder)
     if cfg.method == "full":
         from transformers import AutoModelForCausalLM
@@ -239,3 +241,43 @@ def load_trained(base, folder):
         raise ValueError(f"{folder}: holds parameters the model lacks, e.g. {sorted(missing)[:3]}")
     model.load_state_dict(load_file(os.path.join(folder, "trained.safetensors"), device=str(base.device)), strict=False)
     return model
+
+
+def check_setup(cfg, arch=None):
+    """Checks that need the model's shape (config validation can't know it). Raises ConfigError naming the
+    field. `arch`: ftlab.models.Arch; by default resolved from cfg.model (skipped if that can't be read)."""
+    from ftlab.config import ConfigError
+    if arch is None:
+        from ftlab.models import resolve_arch
+        try:
+            arch = resolve_arch(cfg.model)
+        except Exception:  # an unknown hub id offline: load_model will say so with the full story
+            arch = None
+    if cfg.effective_bits in (8, 4):
+        from ftlab.quant import bitsandbytes_available
+        ok, why = bitsandbytes_available()
+        if not ok:
+            raise ConfigError("bits", cfg.effective_bits, f"16 or 32 on this machine: {why}")
+    if arch is None:
+        return
+    shapes = arch.linear_shapes()
+    if cfg.method in ("lora", "qlora", "dora"):
+        targets = list(shapes) if cfg.target_modules == "all-linear" else cfg.target_modules
+        missing = [t for t in targets if t not in shapes]
+        if missing:
+            raise ConfigError("lora_targets", cfg.lora_targets, f"module names this model has: {list(shapes)} "
+                              f"(it has no {missing})")
+        smallest = min(min(shapes[t]) for t in targets)
+        if cfg.lora_r > smallest:
+            raise ConfigError("lora_r", cfg.lora_r, f"at most {smallest}, the smallest dimension of the targeted "
+                              "layers (a rank above it adds parameters but no expressiveness)")
+    if cfg.method == "top_k" and cfg.top_k_layers > arch.layers:
+        raise ConfigError("top_k_layers", cfg.top_k_layers, f"an integer from 1 to {arch.layers} (the model's blocks)")
+    if cfg.method == "adapter" and cfg.adapter_size > arch.hidden:
+        raise ConfigError("adapter_size", cfg.adapter_size, f"an integer from 1 to {arch.hidden} (the hidden size)")
+    if cfg.method == "bitfit" and not arch.qkv_bias:
+        raise ConfigError("method", "bitfit", "a method this model can train: it has no bias terms, so BitFit would "
+                          "train nothing; ln_tuning trains only the norms (the nearest selective method)")
+    virtual = cfg.num_virtual_tokens if cfg.method in ("prompt_tuning", "p_tuning") else 0
+    if cfg.seq_len + virtual > arch.max_positions:
+        raise ConfigError("seq_len", cfg.seq_len, f"at most {arch.max_positions - virtual} for this model")

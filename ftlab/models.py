@@ -265,7 +265,8 @@ def resolve_source(name_or_path: str) -> str:
 
 
 def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, dtype=None,
-               trust_remote_code: bool = False, for_classification: int | None = None):
+               trust_remote_code: bool = False, for_classification: int | None = None, quant_type: str = "nf4",
+               double_quant: bool = True):
     """Load (model, tokenizer). bits=8/4 quantise the frozen base with bitsandbytes (ftlab.quant).
 
     Returns the model in eval mode on `device` (default: CUDA if present, else CPU) with
@@ -283,7 +284,8 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     device = device or auto_device
     if dtype is None:
         dtype = torch.float32 if bits == 32 or device == "cpu" else auto_dtype
-    qcfg = quantization_config(bits, compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16)
+    qcfg = quantization_config(bits, compute_dtype=dtype if dtype != torch.float32 else torch.bfloat16,
+                               quant_type=quant_type, double_quant=double_quant)
     t0 = time.perf_counter()
     kw = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if qcfg is not None:

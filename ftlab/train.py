@@ -29,6 +29,7 @@ class TrainResult:
     tokens: int = 0
     stopped: bool = False                           # True when a stop request ended the run early
     stop_reason: str = ""
+    saved_to: str = ""                              # where save_trained put the last completed step's weights
 
     @property
     def tokens_per_s(self) -> float:
@@ -53,7 +54,7 @@ class TrainResult:
     def summary(self) -> dict:
         return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
                 "seconds": self.seconds, "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
-                "stopped": self.stopped, "stop_reason": self.stop_reason,
+                "stopped": self.stopped, "stop_reason": self.stop_reason, "saved_to": self.saved_to,
                 "eval_loss_before": self.eval_loss_before, "eval_loss_after": self.eval_loss_after,
                 "losses": self.losses, "eval_losses": self.eval_losses}
 
@@ -99,7 +100,7 @@ class ReportCallback(TrainerCallback):
             self._emit({"kind": "step", "step": state.global_step, "max_steps": state.max_steps,
                         "loss": float(logs["loss"]), "learning_rate": logs.get("learning_rate"),
                         "tokens_per_s": (tokens - tok_prev) / max(now - t_prev, 1e-9),
-                        "elapsed_s": now - self._t0})
+                        "elapsed_s": now - self._t0, **memory_now()})
         if "eval_loss" in logs:
             self.result.eval_losses.append((state.global_step, float(logs["eval_loss"])))
             self._emit({"kind": "eval", "step": state.global_step, "eval_loss": float(logs["eval_loss"])})
@@ -109,6 +110,17 @@ class ReportCallback(TrainerCallback):
         self.result.seconds = time.perf_counter() - self._t0
         self.result.tokens = int(state.num_input_tokens_seen or 0)
         self._emit({"kind": "end", "result": self.result})
+
+
+def memory_now() -> dict:
+    """Memory in use now, cheaply (a few µs): on CUDA the allocator's current and peak allocation, else
+    the process's resident memory (the CPU has no allocator counters; see ftlab.measure)."""
+    import torch
+    if torch.cuda.is_available():
+        return {"memory_gib": torch.cuda.memory_allocated() / 2**30,
+                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "memory_kind": "cuda allocated"}
+    import psutil
+    return {"memory_gib": psutil.Process().memory_info().rss / 2**30, "memory_kind": "process RSS"}
 
 
 def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
@@ -163,3 +175,90 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
         trainer.evaluate()  # logs eval_loss at the last step through the callback
     model.eval()
     return cb.result, trainer
+
+
+def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = None, *, model=None, tokenizer=None,
+             listeners: list | None = None, callback: ReportCallback | None = None, eval_steps: int | None = None,
+             save: bool = True, eval_before: bool = True, apply: bool = True) -> tuple[TrainResult, object]:
+    """Everything a Run button does: load the base (unless given), apply cfg.method, train with SFTTrainer,
+    and save what was trained (also after a Stop: the last completed step) to `output_dir/adapter`.
+
+    apply=False: `model` was already prepared with ftlab.methods.apply_method. Returns (TrainResult, model).
+    """
+    import os
+
+    from ftlab.methods import apply_method, check_setup, save_trained
+    from ftlab.models import resolve_arch
+    check_setup(cfg, resolve_arch(model.config) if model is not None else None)
+    if model is None:
+        from ftlab.models import load_model
+        model, tokenizer = load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
+                                      quant_type=cfg.quant_type, double_quant=cfg.double_quant)
+    if apply:
+        model = apply_method(model, cfg)
+    result, _ = train_sft(model, tokenizer, train_records, cfg, eval_records=eval_records, listeners=listeners,
+                          callback=callback, eval_steps=eval_steps, eval_before=eval_before)
+    if save:
+        result.saved_to = save_trained(model, os.path.join(cfg.output_dir, "adapter"), cfg)
+    return result, model
+
+
+class Run:
+    """One training run, in the foreground (papermill, scripts) or in a background thread (a notebook).
+
+    `target(callback)` does the work and must pass `callback` (a ReportCallback) to the trainer, e.g.
+    `Run(lambda cb: finetune(cfg, data, callback=cb))`. In the background the notebook stays live: a Stop
+    button calls `run.stop()`, which ends training after the current step; the cell that started it has
+    already returned. Listeners get {"kind": "finished", "result"} once target has returned (training, the
+    last evaluation and the save are done), or {"kind": "error", "error": exc} if it failed.
+    """
+
+    def __init__(self, target: Callable[[ReportCallback], object], listeners: list | None = None):
+        self.target = target
+        self.callback = ReportCallback(listeners)
+        self.value = None            # what target returned
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+
+    @property
+    def result(self) -> TrainResult:
+        return self.callback.result
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and not self._done.is_set()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def _work(self):
+        try:
+            self.value = self.target(self.callback)
+            self.callback._emit({"kind": "finished", "result": self.result})  # after the last eval and the save
+        except BaseException as e:  # reported to listeners and kept: a background thread has no one to raise to
+            self.error = e
+            self.callback._emit({"kind": "error", "error": e})
+        finally:
+            self._done.set()
+
+    def start(self, background: bool = True) -> "Run":
+        if background:
+            self._thread = threading.Thread(target=self._work, name="ftlab-train", daemon=True)
+            self._thread.start()
+        else:
+            self._work()
+            if self.error is not None:
+                raise self.error
+        return self
+
+    def stop(self, reason: str = "Stop pressed") -> None:
+        self.callback.request_stop(reason)
+
+    def wait(self, timeout: float | None = None) -> TrainResult:
+        """Block until the run ends (scripts and tests; in a notebook this would also block the Stop button)."""
+        self._done.wait(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.result

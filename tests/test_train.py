@@ -74,3 +74,34 @@ def test_bitfit_on_a_model_without_biases_says_so(tiny_model, tmp_path):
 def test_target_modules_the_model_lacks_are_named(tiny_model, tmp_path):
     with pytest.raises(ValueError, match=r"no module named \['c_attn'\].*q_proj"):
         apply_method(tiny_model, TrainConfig(lora_targets=["c_attn"], output_dir=str(tmp_path)))
+
+
+def test_background_run_returns_at_once_and_stop_saves_the_last_step(tiny_model, tokenizer, tmp_path):
+    from ftlab.train import Run, finetune
+    cfg = TrainConfig(max_steps=200, batch_size=2, seq_len=64, output_dir=str(tmp_path))
+    events, steps_seen = [], threading.Event()
+    run = Run(lambda cb: finetune(cfg, _data(), model=tiny_model, tokenizer=tokenizer, callback=cb),
+              listeners=[events.append, lambda e: e["kind"] == "step" and e["step"] >= 2 and steps_seen.set()])
+    run.start(background=True)
+    assert run.running  # the caller (a notebook cell) has its prompt back while training goes on
+    assert steps_seen.wait(120)
+    run.stop("Stop pressed")
+    result = run.wait(120)
+    assert result.stopped and result.stop_reason == "Stop pressed" and result.steps < 200
+    assert result.saved_to == str(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    kinds = [e["kind"] for e in events]
+    assert kinds[-1] == "finished" and "end" in kinds
+    step = next(e for e in events if e["kind"] == "step")
+    assert step["memory_gib"] > 0 and step["memory_kind"] in ("process RSS", "cuda allocated")
+
+
+def test_a_failing_background_run_reports_the_error(tiny_model, tokenizer, tmp_path):
+    from ftlab.train import Run, finetune
+    cfg = TrainConfig(max_steps=2, batch_size=2, seq_len=64, output_dir=str(tmp_path))
+    events = []
+    run = Run(lambda cb: finetune(cfg, [], model=tiny_model, tokenizer=tokenizer, callback=cb), listeners=[events.append])
+    run.start(background=True)
+    with pytest.raises(ValueError, match="train_records is empty"):
+        run.wait(60)
+    assert events[-1]["kind"] == "error" and not run.running

@@ -66,3 +66,66 @@ def test_memory_plots_update_in_place():
     scatter.add("H100", [20.0], [21.0], ["c"])
     assert bars.widget is w1 and scatter.widget is w2
     assert list(scatter.widget.data[-1].x) == [5.0, 10.0, 20.0] and scatter.widget.data[2].x[1] == 21.0
+
+
+def test_run_controls_train_in_the_background_and_stop(tiny_model, tokenizer, tmp_path):
+    import threading
+    from ftlab.data import load_records, to_prompt_completion
+    from ftlab.train import finetune
+    from ftlab.widgets import NotFinished, RunControls
+    panel = ConfigPanel(TrainConfig(max_steps=200, batch_size=2, seq_len=64, output_dir=str(tmp_path)))
+    data = to_prompt_completion(load_records("definitions", "train", n=8))
+    two_steps = threading.Event()
+    controls = RunControls(panel, lambda cfg, cb: finetune(cfg, data, model=tiny_model, tokenizer=tokenizer,
+                                                            callback=cb),
+                           listeners=[lambda e: e["kind"] == "step" and e["step"] >= 2 and two_steps.set()])
+    try:
+        controls.require_result()
+        raise AssertionError("require_result before any run must raise NotFinished")
+    except NotFinished as e:
+        assert "press Run" in str(e) and e._render_traceback_() == [f"⏳ {e}"]
+    controls.run_button.click()  # as a person would: the click starts a background run
+    assert controls.run_button.disabled and not controls.stop_button.disabled
+    assert two_steps.wait(120)
+    controls.stop_button.click()
+    result = controls.current.wait(120)
+    assert result.stopped and "stopped at step" in controls.status.value
+    assert not controls.run_button.disabled and controls.stop_button.disabled
+    controls.loss_plot.redraw()
+    assert list(controls.loss_plot.widget.data[0].x)[:2] == [1, 2]
+    assert list(controls.memory_plot.widget.data[0].y) and controls.memory_plot.widget.data[2].y  # estimate line
+    res, model = controls.require_result()
+    assert res is result
+
+
+def test_run_is_refused_inline_while_the_panel_shows_an_error():
+    from ftlab.widgets import RunControls
+    panel = ConfigPanel(TrainConfig())
+    calls = []
+    controls = RunControls(panel, lambda cfg, cb: calls.append(cfg))
+    panel.fields["learning_rate"].value = -1.0
+    assert controls.run() is None and not calls
+    assert "learning_rate" in controls.status.value and "Fix" in controls.status.value
+
+
+def test_panel_checks_what_needs_the_model(monkeypatch):
+    panel = ConfigPanel(TrainConfig(model="smollm2-135m-instruct"))
+    panel.fields["lora_targets"].value = "c_attn,q_proj"
+    assert panel.error.field == "lora_targets" and "c_attn" in panel.message.value and "q_proj" in panel.message.value
+    panel.fields["lora_targets"].value = "q_proj,v_proj"
+    assert panel.error is None and panel.config.lora_targets == ["q_proj", "v_proj"]
+    panel.fields["lora_r"].value = 256  # SmolLM2's k/v projections are 192 wide
+    assert panel.error.field == "lora_r" and "at most 192" in panel.message.value
+    panel.fields["lora_r"].value = 8
+    panel.fields["method"].value = "bitfit"
+    assert panel.error.field == "method" and "ln_tuning" in panel.message.value
+    panel.fields["method"].value = "qlora"   # needs bits=4: the message names bits until it is set
+    assert panel.error.field == "bits"
+    import ftlab.quant
+    monkeypatch.setattr(ftlab.quant, "bitsandbytes_available", lambda: (False, "no GPU backend for bitsandbytes here"))
+    panel.fields["bits"].value = 4
+    assert panel.error.field == "bits" and "no GPU backend" in panel.message.value
+    monkeypatch.undo()
+    panel.fields["bits"].value = 16
+    panel.fields["bits"].value = 4
+    assert panel.error is None and panel.config.method == "qlora" and panel.config.bits == 4

@@ -10,9 +10,9 @@ from dataclasses import replace
 
 import ipywidgets as W
 
-from ftlab.config import BITS, OPTIMIZERS, TARGET_SHORTCUTS, ConfigError, TrainConfig
+from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, ConfigError, TrainConfig
 from ftlab.memory import GPUS
-from ftlab.methods import METHODS
+from ftlab.methods import METHODS, check_setup
 from ftlab.models import PRESETS
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -28,12 +28,21 @@ class ConfigPanel:
             "model": W.Combobox(value=c.model, options=trainable, description="model", ensure_option=False,
                                 placeholder="preset, hub id or folder", style=style, layout=wide),
             "method": W.Dropdown(value=c.method, options=list(METHODS), description="method", style=style, layout=wide),
-            "lora_r": W.SelectionSlider(value=c.lora_r if c.lora_r in RANKS else 8, options=RANKS,
+            "lora_r": W.SelectionSlider(value=c.lora_r, options=sorted(set(RANKS) | {c.lora_r}),
                                         description="LoRA rank r", style=style, layout=wide),
             "lora_alpha": W.FloatText(value=c.lora_alpha, description="LoRA alpha", style=style, layout=wide),
-            "lora_targets": W.Dropdown(value=c.lora_targets if isinstance(c.lora_targets, str) else "all-linear",
-                                       options=list(TARGET_SHORTCUTS), description="target modules", style=style, layout=wide),
+            "lora_targets": W.Combobox(value=c.lora_targets if isinstance(c.lora_targets, str) else ",".join(c.lora_targets),
+                                       options=list(TARGET_SHORTCUTS), ensure_option=False, style=style, layout=wide,
+                                       description="target modules", placeholder="q,v · all-linear · or q_proj,up_proj"),
+            "num_virtual_tokens": W.IntText(value=c.num_virtual_tokens, description="virtual tokens", style=style,
+                                            layout=wide),
+            "adapter_size": W.IntText(value=c.adapter_size, description="adapter bottleneck", style=style, layout=wide),
+            "top_k_layers": W.IntText(value=c.top_k_layers, description="top-k blocks trained", style=style, layout=wide),
             "bits": W.Dropdown(value=c.bits, options=list(BITS), description="base weight bits", style=style, layout=wide),
+            "quant_type": W.Dropdown(value=c.quant_type, options=list(QUANT_TYPES), description="4-bit type",
+                                     style=style, layout=wide),
+            "double_quant": W.Checkbox(value=c.double_quant, description="double quantisation (4-bit)", style=style,
+                                       indent=False),
             "batch_size": W.IntText(value=c.batch_size, description="batch size", style=style, layout=wide),
             "seq_len": W.IntText(value=c.seq_len, description="sequence length", style=style, layout=wide),
             "max_steps": W.IntText(value=c.max_steps, description="steps", style=style, layout=wide),
@@ -60,13 +69,22 @@ class ConfigPanel:
         """callback(config, estimate) after every valid change (e.g. to redraw a memory plot)."""
         self._listeners.append(callback)
 
+    def _values(self) -> dict:
+        values = {name: w.value for name, w in self.fields.items()}
+        if values["lora_targets"] not in TARGET_SHORTCUTS:  # typed module names, comma-separated
+            values["lora_targets"] = [t.strip() for t in str(values["lora_targets"]).split(",") if t.strip()]
+        return values
+
     def _changed(self, name, value):
+        # the config is rebuilt from every widget, so it always says what the panel shows (a field that
+        # depends on another, such as qlora needing bits=4, is right once both are set)
         try:
-            self.config = replace(self.config, **{name: value})  # replace() re-runs validation
-            self.error = None
+            config = replace(self.config, **self._values())  # replace() re-runs validation
+            check_setup(config)  # what needs the model's shape, and whether bitsandbytes can serve 4/8 bits
+            self.config, self.error = config, None
         except ConfigError as e:
             self.error = e
-        except Exception as e:  # any other check (e.g. a method's own) also lands inline
+        except Exception as e:  # any other check also lands inline, never as a traceback
             self.error = ConfigError(name, value, str(e))
         self._show()
         if self.error is None:

@@ -42,6 +42,10 @@ class LossPlot:
             self.redraw()
             self._last_draw = now
 
+    def reset(self) -> None:
+        self.steps, self.losses, self.eval_steps, self.eval_losses = [], [], [], []
+        self.redraw()
+
     def redraw(self) -> None:
         with self.widget.batch_update():
             self.widget.data[0].x, self.widget.data[0].y = list(self.steps), list(self.losses)
@@ -73,3 +77,55 @@ class TrainingProgress:
             self.bar.bar_style = "warning" if res.stopped else "success"
             self.label.value = (f"{'stopped' if res.stopped else 'done'}: {res.steps} steps in {res.seconds:.0f} s "
                                 f"· last loss {res.last_loss:.3f}")
+
+
+class MemoryPlot:
+    """Memory in use at each step (CUDA: allocated and peak; CPU: process RSS), beside the estimate.
+
+    A training listener like LossPlot, throttled the same way. `estimate_gib` draws the calculator's
+    peak-allocated estimate as a dashed line (only meaningful against CUDA figures).
+    """
+
+    def __init__(self, title: str = "Memory during training", min_interval_s: float = 0.5):
+        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="step", yaxis_title="GiB",
+                                                  height=300, margin=dict(l=50, r=20, t=50, b=40)))
+        self.widget.add_scatter(x=[], y=[], mode="lines+markers", name="in use")
+        self.widget.add_scatter(x=[], y=[], mode="lines", name="peak", line=dict(dash="dot"))
+        self.widget.add_scatter(x=[], y=[], mode="lines", name="estimate (peak allocated)",
+                                line=dict(dash="dash", color="#888"))
+        self.steps, self.used, self.peak = [], [], []
+        self.estimate_gib: float | None = None
+        self.min_interval_s = min_interval_s
+        self._last_draw = 0.0
+
+    def reset(self) -> None:
+        self.steps, self.used, self.peak = [], [], []
+        self.redraw()
+
+    def set_estimate(self, gib: float | None) -> None:
+        self.estimate_gib = gib
+        self.redraw()
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("kind")
+        if kind == "step" and "memory_gib" in event:
+            self.steps.append(event["step"])
+            self.used.append(event["memory_gib"])
+            self.peak.append(event.get("peak_memory_gib", event["memory_gib"]))
+            if event.get("memory_kind"):
+                self.widget.layout.yaxis.title.text = f"GiB ({event['memory_kind']})"
+        now = time.perf_counter()
+        if kind in ("begin", "end") or now - self._last_draw >= self.min_interval_s:
+            self.redraw()
+            self._last_draw = now
+
+    def redraw(self) -> None:
+        with self.widget.batch_update():
+            self.widget.data[0].x, self.widget.data[0].y = list(self.steps), list(self.used)
+            self.widget.data[1].x, self.widget.data[1].y = list(self.steps), list(self.peak)
+            xs = [min(self.steps), max(self.steps)] if self.steps else [0, 1]
+            e = self.estimate_gib
+            self.widget.data[2].x, self.widget.data[2].y = (xs, [e, e]) if e is not None else ([], [])
+
+    def figure(self) -> go.Figure:
+        return go.Figure(self.widget)

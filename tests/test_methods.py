@@ -1,0 +1,79 @@
+"""Every row of the method table: it trains 2 steps on a tiny model, only its own parameters change,
+its trainable count matches the calculator's, and what it trained saves (safetensors) and reloads."""
+import re
+
+import pytest
+import torch
+
+from ftlab.config import TrainConfig
+from ftlab.data import load_records, to_prompt_completion
+from ftlab.methods import METHODS, apply_method, load_trained, save_trained, trainable_parameters
+from ftlab.train import finetune
+
+# what each method may change (parameter names as the wrapped model names them)
+OWN = {"full": r".", "lora": r"lora_", "dora": r"lora_", "qlora": r"lora_", "lora8": r"lora_", "ia3": r"ia3_",
+       "prompt_tuning": r"prompt_encoder", "prefix_tuning": r"prompt_encoder", "p_tuning": r"prompt_encoder",
+       "bitfit": r"\.bias$", "ln_tuning": r"ln_tuning_layers", "top_k": r"layers\.2\.", "adapter": r"\.adapter\."}
+CASES = [m for m in METHODS] + ["lora8"]
+
+
+def _tiny(tokenizer, method, folder):
+    """A 3-layer random model with the real tokenizer; Qwen2 (biases on q, k, v) for BitFit. 4/8-bit bases
+    are loaded through load_model from a saved folder, as a real model would be."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from ftlab.models import load_model, tiny_test_model
+    torch.manual_seed(0)
+    if method == "bitfit":
+        model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                                             num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                                             tie_word_embeddings=True))
+    else:
+        model = tiny_test_model(tokenizer, layers=3)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    bits = {"qlora": 4, "lora8": 8}.get(method, 32)
+    return load_model(str(folder), bits=bits, device="cpu")[0], bits
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_method_trains_only_its_parameters_and_reloads(case, tokenizer, tmp_path):
+    method = "lora" if case == "lora8" else case
+    base, bits = _tiny(tokenizer, case, tmp_path / "base")
+    cfg = TrainConfig(method=method, bits=bits, lora_r=2, num_virtual_tokens=4, adapter_size=8, top_k_layers=1,
+                      max_steps=2, batch_size=2, seq_len=64, learning_rate=1e-2, output_dir=str(tmp_path / "run"))
+    model = apply_method(base, cfg)
+    n_train, n_total = trainable_parameters(model)
+    assert n_train == METHODS[method].trainable_count(cfg, base.config)
+    assert 0 < n_train <= n_total
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = to_prompt_completion(load_records("definitions", "train", n=4))
+    result, model = finetune(cfg, data, model=model, tokenizer=tokenizer, eval_before=False, apply=False)
+    assert result.steps == 2 and len(result.losses) == 2
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+    assert changed, f"{case}: nothing was trained"
+    stray = [n for n in changed if not re.search(OWN[case], n)]
+    assert not stray, f"{case}: parameters outside the method changed: {stray[:5]}"
+    folder = tmp_path / "run" / "adapter"
+    assert result.saved_to == str(folder)
+    files = {p.name for p in folder.iterdir()}
+    assert any(f.endswith(".safetensors") for f in files) and not any(f.endswith((".bin", ".pt")) for f in files)
+    fresh, _ = _tiny(tokenizer, case, tmp_path / "base2")
+    reloaded = load_trained(fresh, folder)
+    ids = torch.tensor([tokenizer("A dictionary defines words.")["input_ids"]])
+    model.eval(), reloaded.eval()
+    # 4/8-bit bases: the saved and reloaded tensors are identical (state dicts equal), but bitsandbytes' CPU
+    # kernels answer a model that has trained and a freshly loaded one slightly differently (seen: ≤ 2.2e-3
+    # on these logits, cause not pinned down); 16/32-bit reloads are exact to float tolerance
+    tol = dict(atol=5e-3, rtol=0) if bits in (4, 8) else {}
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, **tol)
+
+
+def test_houlsby_adapter_starts_near_identity(tiny_model):
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        ref = tiny_model(input_ids=ids).logits
+        model = apply_method(tiny_model, TrainConfig(method="adapter", adapter_size=8))
+        out = model(input_ids=ids).logits
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
+    assert sum(1 for n, _ in model.named_modules() if n.endswith(".adapter")) == 2 * 2  # 2 blocks × (attn, mlp)
