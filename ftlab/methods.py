@@ -28,6 +28,7 @@ class Method:
     peft_config: Callable | None = None   # (cfg, model) -> peft config
     freeze: Callable | None = None        # (cfg, model) -> None: methods that set requires_grad themselves
     needs_bits: int | None = None         # QLoRA: the base must be 4-bit
+    lr: float = 5e-4                      # a typical starting learning rate (from the method's paper / peft's examples)
 
     def trainable_count(self, cfg, model) -> int:
         """Parameters this method trains on `model` (a preset, hub id, folder or config), as peft counts them."""
@@ -117,25 +118,27 @@ def _adapter(cfg, model):
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("full", "full", "every weight is trained", "full"),
+    Method("full", "full", "every weight is trained", "full", lr=5e-5),
     Method("lora", "reparameterisation", "W + (alpha/r)·B·A with rank-r A, B on the chosen linear layers", "lora",
            peft_config=_lora),
     Method("dora", "reparameterisation", "LoRA on the direction, a learned magnitude per column", "dora",
            peft_config=lambda c, m: _lora(c, m, dora=True)),
     Method("qlora", "reparameterisation", "LoRA on a 4-bit NF4 base, adapters in higher precision", "qlora",
            peft_config=_lora, needs_bits=4),
-    Method("ia3", "additive", "learned vectors rescale keys, values and MLP activations", "ia3", peft_config=_ia3),
+    Method("ia3", "additive", "learned vectors rescale keys, values and MLP activations", "ia3", peft_config=_ia3,
+           lr=5e-3),
     Method("prompt_tuning", "additive", "learned virtual-token embeddings before the input", "prompt_tuning",
-           peft_config=_prompt_tuning),
+           peft_config=_prompt_tuning, lr=3e-2),
     Method("prefix_tuning", "additive", "learned keys and values prepended in every layer", "prefix_tuning",
-           peft_config=_prefix_tuning),
+           peft_config=_prefix_tuning, lr=1e-2),
     Method("p_tuning", "additive", "virtual tokens produced by a small prompt encoder (MLP)", "p_tuning",
-           peft_config=_p_tuning),
-    Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit),
-    Method("ln_tuning", "selective", "only the layer norms' scales are trained", "ln_tuning", peft_config=_ln_tuning),
-    Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k),
+           peft_config=_p_tuning, lr=5e-3),
+    Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit, lr=1e-3),
+    Method("ln_tuning", "selective", "only the layer norms' scales are trained", "ln_tuning", peft_config=_ln_tuning,
+           lr=5e-3),
+    Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k, lr=1e-4),
     Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, up, residual)",
-           "adapter", freeze=_adapter),
+           "adapter", freeze=_adapter, lr=1e-3),
 ]}
 
 

@@ -310,6 +310,37 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     return model, tok
 
 
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """The tokenizer alone (no weights), with a pad token."""
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(resolve_source(name_or_path), trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise _not_found(name_or_path, e) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+class BaseModels:
+    """Hands a base model to each training run. A method adapts its base in place (peft injects its
+    layers), so the model already in memory is handed out once, to a run of the same model and bit
+    width; any later run gets a fresh load. Keeps the notebook from holding two copies for one run."""
+
+    def __init__(self, model=None, tokenizer=None, name: str | None = None, bits: int | None = None):
+        self._spare = (model, tokenizer) if model is not None else None
+        self._key = (name, bits)
+
+    def get(self, cfg):
+        """(model, tokenizer) for a run of `cfg`."""
+        if self._spare is not None and self._key == (cfg.model, cfg.effective_bits):
+            spare, self._spare = self._spare, None
+            return spare
+        self._spare = None  # a different set-up: let the untouched copy go
+        return load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
+                          quant_type=cfg.quant_type, double_quant=cfg.double_quant)
+
+
 def tiny_test_model(vocab_from=None, layers: int = 2, hidden: int = 64):
     """A randomly initialised Llama for unit tests only (never a default): same code paths, instant."""
     from transformers import LlamaConfig, LlamaForCausalLM

@@ -129,3 +129,70 @@ class MemoryPlot:
 
     def figure(self) -> go.Figure:
         return go.Figure(self.widget)
+
+
+class ComparisonPlot:
+    """Training loss of several runs in one plot, one trace per event["method"]; a training listener."""
+
+    def __init__(self, title: str = "Training loss", min_interval_s: float = 0.5):
+        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="step", yaxis_title="loss", height=380,
+                                                  margin=dict(l=50, r=20, t=50, b=40)))
+        self.series: dict[str, tuple[list, list]] = {}
+        self.min_interval_s = min_interval_s
+        self._last_draw = 0.0
+
+    def __call__(self, event: dict) -> None:
+        if event.get("kind") == "step":
+            xs, ys = self.series.setdefault(event.get("method", "run"), ([], []))
+            xs.append(event["step"])
+            ys.append(event["loss"])
+        now = time.perf_counter()
+        if event.get("kind") == "end" or now - self._last_draw >= self.min_interval_s:
+            self.redraw()
+            self._last_draw = now
+
+    def redraw(self) -> None:
+        with self.widget.batch_update():
+            names = [t.name for t in self.widget.data]
+            for name, (xs, ys) in self.series.items():
+                if name not in names:
+                    self.widget.add_scatter(x=[], y=[], mode="lines", name=name)
+                    names.append(name)
+                trace = self.widget.data[names.index(name)]
+                trace.x, trace.y = list(xs), list(ys)
+
+    def figure(self) -> go.Figure:
+        return go.Figure(self.widget)
+
+
+FAMILY_COLORS = {"full": "#444444", "additive": "#4c78a8", "selective": "#54a24b", "reparameterisation": "#e45756"}
+
+
+class MethodScatter:
+    """Per method: trainable % against validation loss, and seconds a step against memory, by family."""
+
+    def __init__(self, rows):
+        """rows: a pandas DataFrame indexed by method with trainable_pct, val_loss_after, seconds_per_step,
+        measured_gib and family columns (ftlab.compare.compare_methods' rows)."""
+        from plotly.subplots import make_subplots
+        fig = make_subplots(rows=1, cols=2, subplot_titles=("trainable parameters vs validation loss",
+                                                            "time a step vs memory measured"))
+        self.widget = go.FigureWidget(fig)
+        for family, color in FAMILY_COLORS.items():
+            part = rows[rows["family"] == family]
+            if part.empty:
+                continue
+            common = dict(mode="markers+text", text=list(part.index), textposition="top center", name=family,
+                          marker=dict(color=color, size=10), legendgroup=family)
+            self.widget.add_scatter(x=list(part["trainable_pct"]), y=list(part["val_loss_after"]), row=1, col=1, **common)
+            self.widget.add_scatter(x=list(part["seconds_per_step"]), y=list(part["measured_gib"]), row=1, col=2,
+                                    showlegend=False, **common)
+        self.widget.update_xaxes(type="log", title_text="trainable parameters (%)", row=1, col=1)
+        self.widget.update_yaxes(title_text="validation loss after", row=1, col=1)
+        self.widget.update_xaxes(title_text="seconds a step", row=1, col=2)
+        kind = rows["measured_kind"].iloc[0] if "measured_kind" in rows and len(rows) else "GiB"
+        self.widget.update_yaxes(title_text=f"GiB, {kind}", row=1, col=2)
+        self.widget.update_layout(height=420, margin=dict(l=50, r=20, t=60, b=40))
+
+    def figure(self) -> go.Figure:
+        return go.Figure(self.widget)

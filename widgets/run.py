@@ -37,6 +37,7 @@ class RunControls:
         self.run_button.on_click(lambda _: self.run(background=True))
         self.stop_button.on_click(lambda _: self.stop())
         self.current: Run | None = None
+        self.current_config = None   # the TrainConfig of the current (or last) run
         self.widget = W.VBox([W.HBox([self.run_button, self.stop_button, self.status]), self.progress.widget,
                               W.HBox([self.loss_plot.widget, self.memory_plot.widget])])
 
@@ -58,7 +59,7 @@ class RunControls:
         self.progress.bar.bar_style, self.progress.bar.value = "info", 0
         run = Run(lambda cb: self.train(cfg, cb),
                   listeners=[self.progress, self.loss_plot, self.memory_plot, *self.extra, self._on_event])
-        self.current = run
+        self.current, self.current_config = run, cfg
         self.run_button.disabled, self.stop_button.disabled = True, False
         self._say(f"training {html.escape(cfg.method)} on {html.escape(cfg.model)} …", "#1565c0")
         run.start(background=background)

@@ -1,0 +1,91 @@
+"""Every method on the same model, data and number of steps: one row of numbers per method.
+
+Each method gets a freshly loaded base (methods adapt their base in place), its own typical learning
+rate (`Method.lr`: one rate for all would favour some methods by accident), and the same training,
+validation and test examples. A method that cannot run on this model (BitFit without biases) or this
+machine gets a row that says why instead of numbers.
+"""
+from __future__ import annotations
+
+import gc
+import math
+import os
+from dataclasses import replace
+
+# Variants of a table row that the comparison shows separately: name -> (method, base bits)
+VARIANTS = {"lora_8bit": ("lora", 8)}
+
+
+def variant(name: str, cfg):
+    """The TrainConfig for one comparison entry (a METHODS name or a VARIANTS name)."""
+    from ftlab.config import ConfigError
+    from ftlab.methods import METHODS
+    method, bits = VARIANTS.get(name, (name, None))
+    if method not in METHODS:
+        raise ConfigError("methods", name, f"names from {list(METHODS) + list(VARIANTS)}")
+    bits = bits or (4 if method == "qlora" else cfg.bits if method not in ("full", "bitfit", "top_k") else max(cfg.bits, 16))
+    return replace(cfg, method=method, bits=bits, learning_rate=METHODS[method].lr,
+                   output_dir=os.path.join(cfg.output_dir, name))
+
+
+def compare_methods(cfg, names: list[str], train_records, val_records, test_records, *, listeners=None,
+                    max_new_tokens: int = 24) -> list[dict]:
+    """Train each named method with cfg's model, steps, batch and sequence length; measure and score it.
+
+    Listeners receive the training events of each run with "method" added. Rows: method, family,
+    trainable (count and %), estimated GPU memory (cfg.gpu), measured memory, seconds a step, train and
+    validation loss, ROUGE-L on the test examples (or "skipped" with the reason).
+    """
+    import torch
+
+    from ftlab.data import chat_prompts
+    from ftlab.evaluation import generate, rouge
+    from ftlab.measure import MemoryMonitor
+    from ftlab.methods import METHODS, check_setup, trainable_parameters
+    from ftlab.models import load_model
+    from ftlab.train import finetune
+
+    listeners = list(listeners or [])
+    rows = []
+    for name in names:
+        c = variant(name, cfg)
+        m = METHODS[c.method]
+        row = {"method": name, "family": m.family, "summary": m.summary, "learning_rate": c.learning_rate}
+        try:
+            check_setup(c)
+        except ValueError as e:  # e.g. BitFit on a model without biases: say why, keep going
+            rows.append({**row, "skipped": str(e)})
+            continue
+        monitor = MemoryMonitor().start()
+        model, tok = load_model(c.model, bits=c.effective_bits, trust_remote_code=c.trust_remote_code,
+                                quant_type=c.quant_type, double_quant=c.double_quant)
+        monitor.mark("after_load")
+        tagged = [lambda e, f=f: f({**e, "method": name}) for f in listeners]
+        result, model = finetune(c, train_records, val_records, model=model, tokenizer=tok,
+                                 listeners=[monitor, *tagged])
+        report = monitor.report()
+        monitor.stop()
+        n_train, n_total = trainable_parameters(model)
+        predictions = generate(model, tok, chat_prompts(tok, test_records), max_new_tokens=max_new_tokens)
+        est = c.memory_estimate()
+        k = max(1, len(result.losses) // 4)
+        cuda = report["device"] == "cuda"
+        rows.append({**row, "bits": c.effective_bits, "trainable": n_train, "trainable_pct": 100 * n_train / n_total,
+                     "estimated_gib": est.total_gib, "estimated_peak_allocated_gib": est.peak_allocated_gib,
+                     "measured_gib": report["peak_allocated_gib"] if cuda else report["peak_rss_gib"],
+                     "measured_kind": "peak allocated (CUDA)" if cuda else "peak RSS of the process (CPU)",
+                     "seconds_per_step": result.seconds / max(result.steps, 1),
+                     "train_loss_first": sum(l for _, l in result.losses[:k]) / k,
+                     "train_loss_last": sum(l for _, l in result.losses[-k:]) / k,
+                     "val_loss_before": result.eval_loss_before, "val_loss_after": result.eval_loss_after,
+                     "rougeL": rouge(predictions, [r["target"] for r in test_records])["rougeL"],
+                     "example": predictions[0] if predictions else ""})
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows
+
+
+def finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,143 @@
+"""The quickstart in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by Playwright.
+
+Opens the quickstart with the CI parameters (interactive left on), runs all cells, and checks what a
+person would see: the panel renders, moving the rank slider changes the estimate, Run trains and
+points appear on the loss plot, Stop stops. Screenshots go to outputs/browser/ (kept by CI as
+artifacts). Needs Debian's chromium (`.ci/run` installs it); skipped where it is missing unless
+FTLAB_REQUIRE_BROWSER=1 (set by `.ci/run`), which turns the skip into a failure.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SHOTS = ROOT / "outputs" / "browser"
+
+
+def _need_browser():
+    missing = [what for what, ok in (("chromium", os.path.exists(CHROMIUM)),
+                                     ("playwright", _importable("playwright"))) if not ok]
+    if missing:
+        if os.environ.get("FTLAB_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test needs {missing}: `.ci/run` installs them (apt chromium, pip playwright)")
+        pytest.skip(f"needs {missing}")
+
+
+def _importable(name):
+    try:
+        __import__(name)
+        return True
+    except ImportError:
+        return False
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """JupyterLab serving tmp_path, with the quickstart prepared (parameters injected, not run)."""
+    _need_browser()
+    import papermill as pm
+    import yaml
+    params = yaml.safe_load((ROOT / "labs" / "params" / "ci.yaml").read_text())
+    params.update(interactive=True, output_dir=str(tmp_path / "run"))
+    pm.execute_notebook(str(ROOT / "labs" / "00_quickstart.ipynb"), str(tmp_path / "quickstart.ipynb"),
+                        parameters=params, prepare_only=True, kernel_name="ftlab", log_output=False)
+    port, token = _free_port(), "ftlab-browser-test"
+    log = open(tmp_path / "jupyter.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                             "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+                             f"--ServerApp.root_dir={tmp_path}", "--LabApp.expose_app_in_browser=True",
+                             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                            cwd=ROOT / "labs", stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    try:
+        for _ in range(120):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/lab/tree/quickstart.ipynb?token={token}", tmp_path
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_quickstart_in_jupyterlab(lab):
+    from playwright.sync_api import expect, sync_playwright
+    url, tmp = lab
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(url)
+            page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=60_000)
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            # wait for the kernel, then run every cell as a person would from the Run menu
+            page.wait_for_function("document.querySelector('.jp-Notebook') !== null", timeout=60_000)
+            time.sleep(2)
+            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+            panel = page.locator(".widget-vbox", has_text="Fine-tuning set-up").first
+            expect(panel).to_be_visible(timeout=180_000)
+            readout = page.locator(".widget-html", has_text="Estimated GPU memory").first
+            expect(readout).to_be_visible(timeout=60_000)
+            before = readout.inner_text()
+            panel.screenshot(path=str(SHOTS / "1-panel.png"))
+
+            # move the rank slider with the keyboard (noUiSlider handles take arrow keys), as a drag would
+            slider = page.locator(".widget-slider", has_text="LoRA rank r").first
+            slider.locator(".noUi-handle").first.focus()
+            page.keyboard.press("ArrowRight")
+            page.keyboard.press("ArrowRight")
+            expect(readout).not_to_have_text(before, timeout=30_000)
+            after = readout.inner_text()
+            assert re.search(r"\d+\.\d\d GiB", after) and after != before
+            panel.screenshot(path=str(SHOTS / "2-rank-moved.png"))
+
+            # the training cell shows Run and Stop; run-all stops at the cell after it (no result yet)
+            run = page.locator(".widget-button", has_text="Run").first
+            expect(run).to_be_visible(timeout=300_000)
+            expect(page.get_by_text("No run yet: press Run above")).to_be_visible(timeout=60_000)
+            run.scroll_into_view_if_needed()
+            run.click()
+            loss_plot = page.locator(".js-plotly-plot", has_text="Training loss").first
+            points = loss_plot.locator(".scatterlayer .trace").first.locator("path.point")
+            expect(points.first).to_be_attached(timeout=300_000)
+            n_points = points.count()
+            assert n_points >= 1
+            page.screenshot(path=str(SHOTS / "3-training.png"), full_page=False)
+
+            stop = page.locator(".widget-button", has_text="Stop").first
+            stop.click()
+            status = page.locator(".widget-html", has_text="stopped at step").first
+            expect(status).to_be_visible(timeout=300_000)
+            text = status.inner_text()
+            step = int(re.search(r"stopped at step (\d+)", text).group(1))
+            assert 1 <= step < 20, text  # stopped well before the 20 CI steps
+            page.screenshot(path=str(SHOTS / "4-stopped.png"), full_page=False)
+            assert (tmp / "run" / "adapter" / "adapter_model.safetensors").exists()  # the last step was saved
+        except Exception:
+            page.screenshot(path=str(SHOTS / "failure.png"), full_page=False)
+            raise
+        finally:
+            browser.close()
