@@ -38,8 +38,10 @@ class RunControls:
         self.stop_button.on_click(lambda _: self.stop())
         self.current: Run | None = None
         self.current_config = None   # the TrainConfig of the current (or last) run
+        self.loss_plot.widget.layout.width, self.memory_plot.widget.layout.width = 560, 440
         self.widget = W.VBox([W.HBox([self.run_button, self.stop_button, self.status]), self.progress.widget,
-                              W.HBox([self.loss_plot.widget, self.memory_plot.widget])])
+                              W.HBox([self.loss_plot.widget, self.memory_plot.widget],
+                                     layout=W.Layout(flex_flow="row wrap"))])
 
     # --- actions ------------------------------------------------------------------------------
     def run(self, background: bool = True) -> Run | None:
@@ -53,7 +55,8 @@ class RunControls:
             return None
         cfg = self.panel.config
         est = self.panel.estimate
-        self.memory_plot.set_estimate(est.peak_allocated_gib if est is not None else None)
+        import torch  # the estimate is GPU memory: beside a CPU run's resident memory it would mislead
+        self.memory_plot.set_estimate(est.peak_allocated_gib if est is not None and torch.cuda.is_available() else None)
         self.loss_plot.reset()
         self.memory_plot.reset()
         self.progress.bar.bar_style, self.progress.bar.value = "info", 0
