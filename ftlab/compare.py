@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
-import os
+import time
 from dataclasses import replace
 
 # Variants of a table row that the comparison shows separately: name -> (method, base bits)
@@ -24,8 +24,9 @@ def variant(name: str, cfg):
     if method not in METHODS:
         raise ConfigError("methods", name, f"names from {list(METHODS) + list(VARIANTS)}")
     bits = bits or (4 if method == "qlora" else cfg.bits if method not in ("full", "bitfit", "top_k") else max(cfg.bits, 16))
+    from ftlab.results import inside
     return replace(cfg, method=method, bits=bits, learning_rate=METHODS[method].lr,
-                   output_dir=os.path.join(cfg.output_dir, name))
+                   output_dir=str(inside(cfg.output_dir, name)))
 
 
 def compare_methods(cfg, names: list[str], train_records, val_records, test_records, *, listeners=None,
@@ -56,6 +57,7 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
         except ValueError as e:  # e.g. BitFit on a model without biases: say why, keep going
             rows.append({**row, "skipped": str(e)})
             continue
+        t0 = time.perf_counter()
         monitor = MemoryMonitor().start()
         model, tok = load_model(c.model, bits=c.effective_bits, trust_remote_code=c.trust_remote_code,
                                 quant_type=c.quant_type, double_quant=c.double_quant)
@@ -63,10 +65,12 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
         tagged = [lambda e, f=f: f({**e, "method": name}) for f in listeners]
         result, model = finetune(c, train_records, val_records, model=model, tokenizer=tok,
                                  listeners=[monitor, *tagged])
+        t_trained = time.perf_counter()
         report = monitor.report()
         monitor.stop()
         n_train, n_total = trainable_parameters(model)
         predictions = generate(model, tok, chat_prompts(tok, test_records), max_new_tokens=max_new_tokens)
+        t_scored = time.perf_counter()
         est = c.memory_estimate()
         k = max(1, len(result.losses) // 4)
         cuda = report["device"] == "cuda"
@@ -79,7 +83,9 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
                      "train_loss_last": sum(l for _, l in result.losses[-k:]) / k,
                      "val_loss_before": result.eval_loss_before, "val_loss_after": result.eval_loss_after,
                      "rougeL": rouge(predictions, [r["target"] for r in test_records])["rougeL"],
-                     "example": predictions[0] if predictions else ""})
+                     "example": predictions[0] if predictions else "",
+                     "seconds": {"total": t_scored - t0, "training": result.seconds,
+                                 "load_evaluate_save": t_trained - t0 - result.seconds, "generate": t_scored - t_trained}})
         del model
         gc.collect()
         if torch.cuda.is_available():

@@ -7,6 +7,7 @@ whose message names the field, the bad value and what is allowed.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 BITS = (32, 16, 8, 4)
@@ -103,6 +104,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(name, value, "a non-empty string")
+        if os.path.isfile(self.output_dir):  # writability is checked when a run starts (results.check_output_dir)
+            raise ConfigError("output_dir", self.output_dir, "a folder (this path is an existing file)")
         return self
 
     @property

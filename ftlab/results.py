@@ -63,3 +63,29 @@ def atomic_dir(folder):
         os.replace(folder, old)
     os.replace(tmp, folder)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def inside(root, name) -> Path:
+    """`root/name`, refusing any name that would land outside `root` ("../x", "/etc", a symlink out)."""
+    from ftlab.config import ConfigError
+    base = Path(root).resolve()
+    target = (base / str(name)).resolve()
+    if target != base and base not in target.parents:
+        raise ConfigError("output_dir", str(name), f"a folder inside {str(base)!r} (no '..' or absolute paths)")
+    return target
+
+
+def check_output_dir(path) -> Path:
+    """The run's output folder exists (created if needed) and can be written; else ConfigError naming it."""
+    from ftlab.config import ConfigError
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError("output_dir", str(path), "a folder (this path is an existing file)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=p, prefix=".ftlab-write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise ConfigError("output_dir", str(path), f"a folder this process can write ({e.strerror})") from None
+    return p

@@ -8,13 +8,18 @@ plot, a log line, a memory monitor) and stops at the next step when `request_sto
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from transformers import PrinterCallback, TrainerCallback
+
+from ftlab.guard import (CHECKPOINT, GoodWeights, NonFiniteLoss, OutOfMemory, TrainingFailed, checkpoint_for,
+                         free_memory, oom_message, save_checkpoint)
 
 # ftlab's optimizer names -> transformers' `optim` values
 OPTIM = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit", "sgd": "sgd"}
@@ -30,6 +35,7 @@ class TrainResult:
     stopped: bool = False                           # True when a stop request ended the run early
     stop_reason: str = ""
     saved_to: str = ""                              # where save_trained put the last completed step's weights
+    checkpoint: str = ""                            # after a Stop: where to resume from (optimizer state included)
 
     @property
     def tokens_per_s(self) -> float:
@@ -55,6 +61,7 @@ class TrainResult:
         return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
                 "seconds": self.seconds, "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
                 "stopped": self.stopped, "stop_reason": self.stop_reason, "saved_to": self.saved_to,
+                "checkpoint": self.checkpoint,
                 "eval_loss_before": self.eval_loss_before, "eval_loss_after": self.eval_loss_after,
                 "losses": self.losses, "eval_losses": self.eval_losses}
 
@@ -72,6 +79,16 @@ class ReportCallback(TrainerCallback):
     def request_stop(self, reason: str = "stop requested") -> None:
         self.result.stop_reason = reason
         self._stop.set()
+
+    def load_history(self, checkpoint: str) -> None:
+        """Resuming: the losses logged before the checkpoint, so the curve continues rather than restarts."""
+        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
+            history = json.load(f)["log_history"]
+        self.result.losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
+        self.result.eval_losses = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+        for step, loss in self.result.losses:
+            self._emit({"kind": "step", "step": step, "max_steps": None, "loss": loss, "tokens_per_s": 0.0,
+                        "resumed": True})
 
     def _emit(self, event: dict) -> None:
         for listener in self.listeners:
@@ -104,10 +121,16 @@ class ReportCallback(TrainerCallback):
         if "eval_loss" in logs:
             self.result.eval_losses.append((state.global_step, float(logs["eval_loss"])))
             self._emit({"kind": "eval", "step": state.global_step, "eval_loss": float(logs["eval_loss"])})
+        if "loss" in logs:  # a request made while this step was reported stops after it, not after the next
+            self.on_step_end(args, state, control)
 
     def on_train_end(self, args, state, control, **kw):
+        self.finish(state)
+
+    def finish(self, state) -> None:
+        """Close the result (also when training ended by an exception, where on_train_end never runs)."""
         self.result.steps = state.global_step
-        self.result.seconds = time.perf_counter() - self._t0
+        self.result.seconds = time.perf_counter() - (self._t0 or time.perf_counter())
         self.result.tokens = int(state.num_input_tokens_seen or 0)
         self._emit({"kind": "end", "result": self.result})
 
@@ -138,7 +161,8 @@ def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
               activation_checkpointing=cfg.gradient_checkpointing, optim=optim, seed=cfg.seed, data_seed=cfg.seed,
               bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda, logging_steps=1, save_strategy="no",
               report_to="none", disable_tqdm=True, include_num_input_tokens_seen="all", packing=False,
-              eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, dataloader_num_workers=0)
+              eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, dataloader_num_workers=0,
+              logging_nan_inf_filter=False)  # the default hides a nan loss from the logs: GoodWeights must see it
     if cfg.gradient_checkpointing:
         kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
     kw.update(overrides)
@@ -147,12 +171,15 @@ def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
 
 def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records: list[dict] | None = None,
               listeners: list | None = None, eval_steps: int | None = None, callback: ReportCallback | None = None,
-              eval_before: bool = True, **sft_overrides) -> tuple[TrainResult, object]:
+              eval_before: bool = True, extra_callbacks: list | None = None, resume_from: str | None = None,
+              **sft_overrides) -> tuple[TrainResult, object]:
     """Fine-tune `model` (already prepared by ftlab.methods.apply_method) on prompt/completion records.
 
     With eval_records, the validation loss is computed before training (step 0) and after it, and
-    every `eval_steps` steps if given. Returns (TrainResult, trainer). A stop request ends the run after the current step; the
-    model keeps the weights of the last completed step.
+    every `eval_steps` steps if given. Returns (TrainResult, trainer). A stop request (or KeyboardInterrupt)
+    ends the run after the current step; the model keeps the weights of the last completed step, and a
+    checkpoint with the optimizer state goes to output_dir/checkpoint for `resume_from`. Out of memory and a
+    non-finite loss raise OutOfMemory / NonFiniteLoss (ftlab.guard) with the last good weights in the model.
     """
     import datasets
     from datasets import Dataset
@@ -166,40 +193,89 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     trainer = SFTTrainer(model=model, args=sft_config(cfg, eval_steps=eval_steps, **sft_overrides),
                          train_dataset=Dataset.from_list(train_records),
                          eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
-                         processing_class=tokenizer, callbacks=[cb])
+                         processing_class=tokenizer, callbacks=[cb, *(extra_callbacks or [])])
     trainer.remove_callback(PrinterCallback)  # our listeners report; the default printer would repeat each log
-    if eval_records and eval_before:  # the same held-out loss at step 0: the fairest "did it learn" signal
+    guard = GoodWeights()
+    trainer.add_callback(guard)
+    if eval_records and eval_before and not resume_from:  # the held-out loss at step 0: "did it learn"
         trainer.evaluate()  # logged at step 0 through the callback
-    trainer.train()
+    if resume_from:  # the loss curve goes on from where it stopped
+        cb.load_history(resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except KeyboardInterrupt:  # Kernel > Interrupt in a foreground run: a Stop, not a lost run
+        cb.result.stopped, cb.result.stop_reason = True, "interrupted (KeyboardInterrupt)"
+        cb.finish(trainer.state)
+    except Exception as e:
+        import torch
+        if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e).lower():
+            raise
+        # the weights are those of the last completed step: the failed step never reached optimizer.step()
+        model.zero_grad(set_to_none=True)
+        cb.result.stopped, cb.result.stop_reason = True, "out of memory"
+        cb.finish(trainer.state)
+        _release(trainer)
+        raise OutOfMemory(oom_message(cfg, e), cb.result) from None
+    model.eval()
+    if guard.bad_step is not None:
+        cb.result.stopped, cb.result.stop_reason = True, f"non-finite loss at step {guard.bad_step}"
+        cb.result.steps = guard.good_step - 1 if guard.good_step is not None else guard.bad_step
+        _release(trainer)
+        raise NonFiniteLoss(guard.message(cfg), cb.result)
+    if cb.result.stopped:  # Stop or interrupt: keep what is needed to resume (optimizer state included)
+        cb.result.checkpoint = save_checkpoint(trainer, os.path.join(cfg.output_dir, CHECKPOINT))
     if eval_records:
         trainer.evaluate()  # logs eval_loss at the last step through the callback
-    model.eval()
     return cb.result, trainer
+
+
+def _release(trainer) -> None:
+    """Drop the optimizer state and cached blocks after a failure: the kernel goes on with memory back."""
+    trainer.optimizer = None
+    trainer.lr_scheduler = None
+    free_memory()
 
 
 def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = None, *, model=None, tokenizer=None,
              listeners: list | None = None, callback: ReportCallback | None = None, eval_steps: int | None = None,
-             save: bool = True, eval_before: bool = True, apply: bool = True) -> tuple[TrainResult, object]:
+             save: bool = True, eval_before: bool = True, apply: bool = True,
+             resume: bool = False) -> tuple[TrainResult, object]:
     """Everything a Run button does: load the base (unless given), apply cfg.method, train with SFTTrainer,
     and save what was trained (also after a Stop: the last completed step) to `output_dir/adapter`.
 
-    apply=False: `model` was already prepared with ftlab.methods.apply_method. Returns (TrainResult, model).
+    apply=False: `model` was already prepared with ftlab.methods.apply_method. resume=True continues a
+    stopped run from output_dir/checkpoint: step count, optimizer state and loss curve go on.
+    Returns (TrainResult, model).
     """
     import os
 
     from ftlab.methods import apply_method, check_setup, save_trained
     from ftlab.models import resolve_arch
+    from ftlab.results import check_output_dir
     check_setup(cfg, resolve_arch(model.config) if model is not None else None)
+    check_output_dir(cfg.output_dir)
     if model is None:
         from ftlab.models import load_model
         model, tokenizer = load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
                                       quant_type=cfg.quant_type, double_quant=cfg.double_quant)
     if apply:
         model = apply_method(model, cfg)
-    result, _ = train_sft(model, tokenizer, train_records, cfg, eval_records=eval_records, listeners=listeners,
-                          callback=callback, eval_steps=eval_steps, eval_before=eval_before)
+    adapter_dir = os.path.join(cfg.output_dir, "adapter")
+    resume_from = checkpoint_for(cfg) if resume else None
+    if resume and resume_from is None:
+        raise ValueError(f"resume=True: no checkpoint in output_dir={cfg.output_dir!r} (a Stop writes one to "
+                         f"{os.path.join(cfg.output_dir, CHECKPOINT)!r})")
+    try:
+        result, _ = train_sft(model, tokenizer, train_records, cfg, eval_records=eval_records, listeners=listeners,
+                              callback=callback, eval_steps=eval_steps, eval_before=eval_before,
+                              resume_from=resume_from)
+    except TrainingFailed as e:  # out of memory, non-finite loss: the last good weights are in the model
+        if save and e.result is not None:
+            e.result.saved_to = save_trained(model, adapter_dir, cfg)
+            e.args = (f"{e.args[0]} The last good weights are saved in {e.result.saved_to}.",)
+        raise
     if save:
-        result.saved_to = save_trained(model, os.path.join(cfg.output_dir, "adapter"), cfg)
+        result.saved_to = save_trained(model, adapter_dir, cfg)
     return result, model
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import replace
+from pathlib import Path
 
 import ipywidgets as W
 
@@ -14,6 +15,7 @@ from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, Config
 from ftlab.memory import GPUS
 from ftlab.methods import METHODS, check_setup
 from ftlab.models import PRESETS
+from ftlab.results import inside
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -23,6 +25,8 @@ class ConfigPanel:
         self.config = config
         self.error: ConfigError | None = None
         c, style, wide = config, {"description_width": "150px"}, W.Layout(width="420px")
+        # the run folder is chosen by name inside the lab's output root: a typed path cannot escape it
+        self.output_root = str(Path(c.output_dir).parent)
         trainable = [p.name for p in PRESETS.values() if not p.calculator_only]
         self.fields = {
             "model": W.Combobox(value=c.model, options=trainable, description="model", ensure_option=False,
@@ -51,6 +55,8 @@ class ConfigPanel:
                                                  style=style, indent=False),
             "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style, layout=wide),
             "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="target GPU", style=style, layout=wide),
+            "output_dir": W.Text(value=Path(c.output_dir).name, description=f"run folder in {self.output_root}/",
+                                 style=style, layout=wide),
             "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
                                             description="trust remote code (off: model code from the hub is never run)"),
         }
@@ -73,6 +79,11 @@ class ConfigPanel:
         values = {name: w.value for name, w in self.fields.items()}
         if values["lora_targets"] not in TARGET_SHORTCUTS:  # typed module names, comma-separated
             values["lora_targets"] = [t.strip() for t in str(values["lora_targets"]).split(",") if t.strip()]
+        if values["output_dir"] != Path(self.config.output_dir).name:
+            inside(self.output_root, values["output_dir"])  # ConfigError for "../x" or "/etc"
+            values["output_dir"] = str(Path(self.output_root) / values["output_dir"])
+        else:
+            values["output_dir"] = self.config.output_dir
         return values
 
     def _changed(self, name, value):

@@ -1,0 +1,147 @@
+"""What keeps a run from losing work: out-of-memory and non-finite losses caught with a message that
+says what to do, the last good weights kept, and checkpoints (weights, optimizer, scheduler, step
+count, loss history) that a killed save cannot corrupt.
+
+A checkpoint is the layout transformers' Trainer itself resumes from (`resume_from_checkpoint`), written
+into a temporary folder and renamed into place (ftlab.results.atomic_dir): weights as safetensors,
+optimizer and scheduler state with torch.save (loaded back with weights_only=True by the Trainer).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+from transformers import TrainerCallback
+
+CHECKPOINT = "checkpoint"  # output_dir/checkpoint: the latest resumable state of a run
+
+
+class TrainingFailed(RuntimeError):
+    """A run ended early for a reason the user must act on. `.result` is the TrainResult so far (its
+    `saved_to` says where the last good weights are). IPython shows the message only, no traceback."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result
+
+    def _render_traceback_(self):
+        return [f"⚠ {type(self).__name__}: {self}"]
+
+
+class OutOfMemory(TrainingFailed):
+    pass
+
+
+class NonFiniteLoss(TrainingFailed):
+    pass
+
+
+def oom_message(cfg, error: BaseException) -> str:
+    """The estimate, what was free, and the cheapest fixes first (each with what it saves, from the calculator)."""
+    import torch
+    free = ""
+    if torch.cuda.is_available():
+        f, total = torch.cuda.mem_get_info()
+        free = f" The GPU had {f / 2**30:.2f} GiB free of {total / 2**30:.2f} GiB when it failed."
+    try:
+        est = cfg.memory_estimate()
+        head = f"Out of memory: this set-up needs about {est.total_gib:.1f} GiB (ftlab's estimate).{free}"
+    except Exception:  # an unknown model offline: still give the fixes
+        head = f"Out of memory.{free}"
+    fixes = []
+    from dataclasses import replace
+    for label, change in (("gradient_checkpointing=True", dict(gradient_checkpointing=True)),
+                          (f"batch_size={max(1, cfg.batch_size // 2)}", dict(batch_size=max(1, cfg.batch_size // 2))),
+                          ("bits=4 with method='qlora'", dict(method="qlora", bits=4)),
+                          (f"seq_len={max(8, cfg.seq_len // 2)}", dict(seq_len=max(8, cfg.seq_len // 2)))):
+        if all(getattr(cfg, k) == v for k, v in change.items()):
+            continue  # already so
+        try:
+            fixes.append(f"{label} (→ {replace(cfg, **change).memory_estimate().total_gib:.1f} GiB)")
+        except Exception:
+            fixes.append(label)
+    return f"{head} Cheapest fixes first: {'; '.join(fixes)}. ({type(error).__name__}: {str(error)[:200]})"
+
+
+def free_memory() -> None:
+    """Give cached GPU memory back after a failure, so the next cell (or run) starts clean."""
+    import gc
+
+    import torch
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class GoodWeights(TrainerCallback):
+    """Stops the run at a non-finite loss and puts back the weights that gave the last finite one.
+
+    The loss of step k is computed with the weights from before step k. When it is nan/inf, those weights
+    (the result of update k-1) are suspect; the weights from before step k-1 gave a finite loss, so they
+    are the last known good. Two copies are kept, alternating, 4 bytes a trainable parameter each (on the
+    CPU: a GPU run's memory is untouched). Above `max_params` trainable parameters (a full fine-tune of a
+    large model) no copy is kept and the message says so."""
+
+    def __init__(self, max_params: int = 200_000_000):
+        self.max_params = max_params
+        self.params, self.copies, self.taken = [], None, {}
+        self.bad_step: int | None = None
+        self.good_step: int | None = None   # the step whose (finite) loss the restored weights gave
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        import torch
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if sum(p.numel() for p in self.params) <= self.max_params:
+            pin = torch.cuda.is_available()
+            self.copies = [[torch.empty(p.shape, dtype=p.dtype, device="cpu", pin_memory=pin) for p in self.params]
+                           for _ in range(2)]
+
+    def on_step_begin(self, args, state, control, **kw):
+        step = state.global_step + 1  # the step about to run
+        if self.copies is not None and self.bad_step is None:
+            for c, p in zip(self.copies[step % 2], self.params):
+                c.copy_(p.detach(), non_blocking=True)
+            self.taken[step % 2] = step
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(loss) or self.bad_step is not None:
+            return
+        k = self.bad_step = state.global_step
+        control.should_training_stop = True
+        good = k - 1 if self.taken.get((k - 1) % 2) == k - 1 else None
+        if self.copies is not None and good is not None:
+            import torch
+            with torch.no_grad():
+                for c, p in zip(self.copies[good % 2], self.params):
+                    p.copy_(c.to(p.device))
+            self.good_step = good
+
+    def message(self, cfg) -> str:
+        kept = (f"the weights that gave the last finite loss (step {self.good_step}) are put back"
+                if self.good_step is not None else
+                "the weights could not be put back (no earlier step, or too many trainable parameters to copy)")
+        return (f"The training loss became non-finite (nan or inf) at step {self.bad_step}; the run stopped and "
+                f"{kept}. Usual causes, most likely first: learning_rate={cfg.learning_rate:g} too high (try "
+                f"{cfg.learning_rate / 10:g}), fp16 overflow (use bf16 or bits=32), bad examples in the data.")
+
+
+def save_checkpoint(trainer, folder) -> str:
+    """Everything needed to resume, atomically: weights (safetensors), optimizer, scheduler, trainer state."""
+    import torch
+
+    from ftlab.results import atomic_dir
+    with atomic_dir(folder) as tmp:
+        trainer.save_model(tmp)  # transformers/peft: safetensors
+        if trainer.optimizer is not None:
+            torch.save(trainer.optimizer.state_dict(), os.path.join(tmp, "optimizer.pt"))
+        if trainer.lr_scheduler is not None:
+            torch.save(trainer.lr_scheduler.state_dict(), os.path.join(tmp, "scheduler.pt"))
+        trainer.state.save_to_json(os.path.join(tmp, "trainer_state.json"))
+    return str(folder)
+
+
+def checkpoint_for(cfg) -> str | None:
+    """The run's resumable checkpoint, if a complete one exists (a half-written one never does)."""
+    folder = os.path.join(cfg.output_dir, CHECKPOINT)
+    return folder if os.path.exists(os.path.join(folder, "trainer_state.json")) else None
