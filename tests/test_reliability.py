@@ -132,3 +132,25 @@ def test_a_save_killed_half_way_leaves_the_previous_checkpoint_readable(tiny_mod
     resumed, _ = finetune(cfg, DATA, model=_same_base(tokenizer), tokenizer=tokenizer,
                           resume=True, eval_before=False)
     assert resumed.steps == 6 and math.isfinite(resumed.last_loss)
+
+
+@pytest.mark.gpu
+def test_a_real_out_of_memory_on_a_gpu_is_caught_and_memory_released(tokenizer, tmp_path):
+    """Full fine-tuning of the embedded model with a batch far too large for any GPU: a real CUDA OOM."""
+    from ftlab.models import load_model
+    torch.cuda.empty_cache()
+    base_alloc = torch.cuda.memory_allocated()
+    model, tok = load_model("smollm2-135m-instruct")
+    cfg = _cfg(tmp_path, method="full", batch_size=512, seq_len=2048, max_steps=2, learning_rate=1e-5)
+    long = [{"prompt": [{"role": "user", "content": "word " * 1500}],
+             "completion": [{"role": "assistant", "content": "word " * 500}]}] * 512
+    with pytest.raises(OutOfMemory) as info:
+        finetune(cfg, long, model=model, tokenizer=tok, eval_before=False)
+    assert "needs about" in str(info.value) and "GiB free of" in str(info.value)
+    del model, info
+    import gc
+    gc.collect()
+    torch.cuda.empty_cache()
+    assert torch.cuda.memory_allocated() - base_alloc < 64 * 2**20  # released: under 64 MiB left behind
+    x = torch.ones(1024, 1024, device="cuda")  # and the GPU still works
+    assert float(x.sum()) == 1024 * 1024
