@@ -77,3 +77,17 @@ def test_houlsby_adapter_starts_near_identity(tiny_model):
         out = model(input_ids=ids).logits
     assert (out - ref).abs().max() < 0.05 * ref.abs().max()
     assert sum(1 for n, _ in model.named_modules() if n.endswith(".adapter")) == 2 * 2  # 2 blocks × (attn, mlp)
+
+
+def test_prompt_tuning_can_start_from_text(tiny_model, tokenizer, tmp_path):
+    """Text initialisation (Lester et al., 2021): the virtual tokens start as the embeddings of a real prompt."""
+    from ftlab.models import embedded_folder
+    tiny_model.name_or_path = str(embedded_folder("smollm2-135m-instruct"))  # where peft finds the tokenizer
+    text = "Define the word:"
+    ids = tokenizer(text)["input_ids"]
+    cfg = TrainConfig(method="prompt_tuning", num_virtual_tokens=len(ids), prompt_init_text=text,
+                      output_dir=str(tmp_path))
+    model = apply_method(tiny_model, cfg)
+    learned = model.prompt_encoder["default"].embedding.weight
+    expected = tiny_model.get_input_embeddings().weight[torch.tensor(ids)]
+    torch.testing.assert_close(learned, expected)
