@@ -35,7 +35,9 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
 
     Listeners receive the training events of each run with "method" added. Rows: method, family,
     trainable (count and %), estimated GPU memory (cfg.gpu), measured memory, seconds a step, train and
-    validation loss, ROUGE-L on the test examples (or "skipped" with the reason).
+    validation loss, validation token accuracy (TRL's, from the same evaluation pass: the task metric that
+    costs nothing extra), ROUGE-L of greedy answers to `test_records` (keep them few on a CPU: generation
+    is the slowest part), or "skipped" with the reason.
     """
     import torch
 
@@ -82,6 +84,8 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
                      "train_loss_first": sum(l for _, l in result.losses[:k]) / k,
                      "train_loss_last": sum(l for _, l in result.losses[-k:]) / k,
                      "val_loss_before": result.eval_loss_before, "val_loss_after": result.eval_loss_after,
+                     "val_accuracy_before": result.eval_accuracy_before,
+                     "val_accuracy_after": result.eval_accuracy_after,
                      "rougeL": rouge(predictions, [r["target"] for r in test_records])["rougeL"],
                      "example": predictions[0] if predictions else "",
                      "seconds": {"total": t_scored - t0, "training": result.seconds,

@@ -36,3 +36,73 @@ def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                               bnb_4bit_use_double_quant=double_quant,
                               bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16)
+
+
+# --- the arithmetic, for the quantisation lab ---------------------------------------------------------
+# Written out because these few lines *are* the lesson; the lab checks them against bitsandbytes' own
+# kernels (int8_vectorwise_quant, quantize_4bit), which is what training really uses.
+
+def absmax_quantize(w, bits: int = 8, blocksize: int | None = None):
+    """Symmetric absmax quantisation: q = round(w · L / absmax), L = 2^(bits-1) - 1 (127 for int8, 7 for int4),
+    with one absmax per row (blocksize=None, LLM.int8's vector-wise scheme) or per block of `blocksize`
+    consecutive values (QLoRA's scheme). Returns (q as int8, absmax per row/block). Rounding to the nearest
+    of 2L+1 evenly spaced levels errs by at most absmax / (2L) per value."""
+    import torch
+    levels = 2 ** (bits - 1) - 1
+    x = w.float().reshape(-1, blocksize) if blocksize else w.float()
+    absmax = x.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    q = torch.round(x * levels / absmax).to(torch.int8)
+    return q, absmax
+
+
+def absmax_dequantize(q, absmax, bits: int = 8, shape=None):
+    levels = 2 ** (bits - 1) - 1
+    w = q.float() * absmax / levels
+    return w.reshape(shape) if shape is not None else w
+
+
+def quantization_errors(w, blocksize: int = 64) -> dict:
+    """Mean squared and largest error of int8 (per row), int4 (absmax per block) and bitsandbytes' nf4 and fp4
+    (per block, the 4-bit codes QLoRA uses), on the same tensor."""
+    import bitsandbytes.functional as F
+    w = w.float()
+    out = {}
+    q, s = absmax_quantize(w, 8)
+    out["int8 (absmax per row)"] = absmax_dequantize(q, s, 8) - w
+    q, s = absmax_quantize(w, 4, blocksize)
+    out[f"int4 (absmax per {blocksize})"] = absmax_dequantize(q, s, 4, w.shape) - w
+    for kind in ("nf4", "fp4"):
+        q4, state = F.quantize_4bit(w, blocksize=blocksize, quant_type=kind)
+        out[f"{kind} (bitsandbytes, per {blocksize})"] = F.dequantize_4bit(q4, state).float() - w
+    return {k: {"mse": float((e ** 2).mean()), "max_abs": float(e.abs().max())} for k, e in out.items()}
+
+
+def nf4_levels() -> list[float]:
+    """The 16 NF4 values (Dettmers et al., 2023, §3: quantiles of N(0, 1) scaled to [-1, 1], with an exact 0)
+    as bitsandbytes uses them: the code table of a real 4-bit quantisation."""
+    import torch
+    import bitsandbytes.functional as F
+    _, state = F.quantize_4bit(torch.zeros(64), blocksize=64, quant_type="nf4")
+    return [round(float(v), 4) for v in state.code]
+
+
+def storage_bytes(model) -> int:
+    """Bytes the model's weights occupy, quantisation constants included. transformers'
+    get_memory_footprint() counts parameters and buffers only, so it misses 4-bit absmax values (and
+    cannot show what double quantisation saves); this adds each 4-bit weight's quant_state (absmax, the
+    code table, and the nested second-level state) and each 8-bit weight's row scales (SCB)."""
+    import torch
+
+    def nbytes(t):
+        return t.numel() * t.element_size() if torch.is_tensor(t) else 0
+
+    total = 0
+    for p in model.parameters():
+        total += nbytes(p.data)
+        qs = getattr(p, "quant_state", None)
+        if qs is not None:
+            total += nbytes(qs.absmax) + nbytes(getattr(qs, "code", None))
+            if getattr(qs, "nested", False):
+                total += nbytes(qs.state2.absmax) + nbytes(qs.state2.code) + nbytes(getattr(qs, "offset", None))
+        total += nbytes(getattr(p, "SCB", None))
+    return total + sum(nbytes(b) for b in model.buffers())

@@ -30,6 +30,7 @@ class TrainResult:
     steps: int = 0
     losses: list = field(default_factory=list)      # (step, train loss) per logged step
     eval_losses: list = field(default_factory=list)  # (step, validation loss)
+    eval_accuracies: list = field(default_factory=list)  # (step, validation next-token accuracy on completions)
     seconds: float = 0.0
     tokens: int = 0
     stopped: bool = False                           # True when a stop request ended the run early
@@ -57,12 +58,22 @@ class TrainResult:
     def eval_loss_after(self) -> float:
         return self.eval_losses[-1][1] if self.eval_losses else math.nan
 
+    @property
+    def eval_accuracy_before(self) -> float:
+        a = self.eval_accuracies
+        return a[0][1] if a and a[0][0] == 0 else math.nan
+
+    @property
+    def eval_accuracy_after(self) -> float:
+        return self.eval_accuracies[-1][1] if self.eval_accuracies else math.nan
+
     def summary(self) -> dict:
         return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
                 "seconds": self.seconds, "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
                 "stopped": self.stopped, "stop_reason": self.stop_reason, "saved_to": self.saved_to,
                 "checkpoint": self.checkpoint,
                 "eval_loss_before": self.eval_loss_before, "eval_loss_after": self.eval_loss_after,
+                "eval_accuracy_before": self.eval_accuracy_before, "eval_accuracy_after": self.eval_accuracy_after,
                 "losses": self.losses, "eval_losses": self.eval_losses}
 
 
@@ -120,6 +131,8 @@ class ReportCallback(TrainerCallback):
                         "elapsed_s": now - self._t0, **memory_now()})
         if "eval_loss" in logs:
             self.result.eval_losses.append((state.global_step, float(logs["eval_loss"])))
+            if "eval_mean_token_accuracy" in logs:  # TRL's: share of completion tokens predicted exactly
+                self.result.eval_accuracies.append((state.global_step, float(logs["eval_mean_token_accuracy"])))
             self._emit({"kind": "eval", "step": state.global_step, "eval_loss": float(logs["eval_loss"])})
         if "loss" in logs:  # a request made while this step was reported stops after it, not after the next
             self.on_step_end(args, state, control)

@@ -69,7 +69,7 @@ def test_peft_methods_lab(tmp_path):
     for m, row in ran.items():
         assert row["val_loss_after"] < row["val_loss_before"], m
         assert row["seconds_per_step"] > 0 and row["measured_gib"] > 0 and row["estimated_gib"] > 0, m
-        assert 0 <= row["rougeL"] <= 1, m
+        assert 0 <= row["rougeL"] <= 1 and 0 < row["val_accuracy_before"] < 1 and 0 < row["val_accuracy_after"] < 1, m
     assert ran["full"]["trainable_pct"] == pytest.approx(100.0)
     assert ran["qlora"]["bits"] == 4 and ran["lora_8bit"]["bits"] == 8
     # the families' sizes: soft prompts and IA3 train far less than LoRA, which trains far less than full
@@ -79,3 +79,16 @@ def test_peft_methods_lab(tmp_path):
     # QLoRA saves nothing here (the calculator says 1.55 vs 1.51 GiB at 4×128); top-k saves most, since no
     # gradient flows below the blocks it trains
     assert ran["top_k"]["estimated_gib"] < ran["lora"]["estimated_gib"]
+
+
+@pytest.mark.slow
+def test_qlora_lab(tmp_path):
+    r = run_lab("05_qlora.ipynb", tmp_path)
+    assert len(r["nf4_levels"]) == 16 and r["nf4_levels"][0] == -1.0 and 0.0 in r["nf4_levels"]
+    normal = r["errors"]["normal N(0, 0.02²)"]
+    assert normal["nf4 (bitsandbytes, per 64)"]["mse"] < normal["int4 (absmax per 64)"]["mse"]
+    s = r["sizes_mib"]
+    assert s["4-bit NF4 + double quant"] < s["4-bit NF4"] < s["8-bit"] < s["16-bit"]
+    lora, qlora = r["runs"]
+    assert lora["val loss after"] < lora["val loss before"] and qlora["val loss after"] < qlora["val loss before"]
+    assert qlora["optimizer state (bytes a parameter)"] < lora["optimizer state (bytes a parameter)"] / 3
