@@ -69,7 +69,7 @@ def test_peft_methods_lab(tmp_path):
     for m, row in ran.items():
         assert row["val_loss_after"] < row["val_loss_before"], m
         assert row["seconds_per_step"] > 0 and row["measured_gib"] > 0 and row["estimated_gib"] > 0, m
-        assert 0 <= row["rougeL"] <= 1 and 0 < row["val_accuracy_before"] < 1 and 0 < row["val_accuracy_after"] < 1, m
+        assert 0 <= row["rougeL"] <= 1 and 0 <= row["val_accuracy_before"] < 1 and 0 < row["val_accuracy_after"] < 1, m
     assert ran["full"]["trainable_pct"] == pytest.approx(100.0)
     assert ran["qlora"]["bits"] == 4 and ran["lora_8bit"]["bits"] == 8
     # the families' sizes: soft prompts and IA3 train far less than LoRA, which trains far less than full
