@@ -8,7 +8,6 @@ machine gets a row that says why instead of numbers.
 from __future__ import annotations
 
 import gc
-import math
 import time
 from dataclasses import replace
 
@@ -45,7 +44,7 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
     from ftlab.evaluation import generate, rouge
     from ftlab.measure import MemoryMonitor
     from ftlab.methods import METHODS, check_setup, trainable_parameters
-    from ftlab.models import load_model
+    from ftlab.models import load_for
     from ftlab.train import finetune
 
     listeners = list(listeners or [])
@@ -61,8 +60,7 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
             continue
         t0 = time.perf_counter()
         monitor = MemoryMonitor().start()
-        model, tok = load_model(c.model, bits=c.effective_bits, trust_remote_code=c.trust_remote_code,
-                                quant_type=c.quant_type, double_quant=c.double_quant)
+        model, tok = load_for(c)
         monitor.mark("after_load")
         tagged = [lambda e, f=f: f({**e, "method": name}) for f in listeners]
         result, model = finetune(c, train_records, val_records, model=model, tokenizer=tok,
@@ -95,7 +93,3 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return rows
-
-
-def finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

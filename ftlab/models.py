@@ -374,8 +374,13 @@ class BaseModels:
             spare, self._spare = self._spare, None
             return spare
         self._spare = None  # a different set-up: let the untouched copy go
-        return load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
-                          quant_type=cfg.quant_type, double_quant=cfg.double_quant)
+        return load_for(cfg)
+
+
+def load_for(cfg):
+    """(model, tokenizer) as a TrainConfig asks: its model, bit width, 4-bit type and remote-code choice."""
+    return load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
+                      quant_type=cfg.quant_type, double_quant=cfg.double_quant)
 
 
 def tiny_test_model(vocab_from=None, layers: int = 2, hidden: int = 64):

@@ -268,9 +268,8 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     check_setup(cfg, resolve_arch(model.config) if model is not None else None)
     check_output_dir(cfg.output_dir)
     if model is None:
-        from ftlab.models import load_model
-        model, tokenizer = load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
-                                      quant_type=cfg.quant_type, double_quant=cfg.double_quant)
+        from ftlab.models import load_for
+        model, tokenizer = load_for(cfg)
     if apply:
         model = apply_method(model, cfg)
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
