@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 
 from transformers import TrainerCallback
@@ -51,6 +52,9 @@ def main():
     ap.add_argument("--seq_len", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", default=None, help="write the numbers as JSON here")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also bare TRL plus one of ftlab's parts at a time (the NaN guard, the reporting callback "
+                         "with the live plots, a background thread), to see which part costs what")
     a = ap.parse_args()
 
     import datasets
@@ -82,24 +86,40 @@ def main():
         run.start(background=True).wait()
         return clock.tokens_per_s
 
-    def bare_run() -> float:
+    def bare_run(callbacks=(), thread=False) -> float:
         clock = StepClock(a.skip)
         model = fresh()
         trainer = SFTTrainer(model=model, args=sft_config(cfg), train_dataset=Dataset.from_list(train),
-                             processing_class=tok, callbacks=[clock])
-        trainer.train()
+                             processing_class=tok, callbacks=[clock, *callbacks])
+        if thread:
+            t = threading.Thread(target=trainer.train)
+            t.start()
+            t.join()
+        else:
+            trainer.train()
         return clock.tokens_per_s
 
-    results = {"ftlab": [], "bare_trl": []}
-    for i in range(a.repeats):
-        for name, fn in (("ftlab", ftlab_run), ("bare_trl", bare_run)) if i % 2 == 0 else \
-                        (("bare_trl", bare_run), ("ftlab", ftlab_run)):
-            results[name].append(fn())
-            print(f"repeat {i + 1}: {name:>8} {results[name][-1]:9.1f} tokens/s", flush=True)
+    runners = {"ftlab": ftlab_run, "bare_trl": bare_run}
+    if a.ablate:
+        from ftlab.guard import GoodWeights
+        from ftlab.train import ReportCallback
+        runners.update({
+            "bare+guard": lambda: bare_run([GoodWeights()]),
+            "bare+report+plots": lambda: bare_run([ReportCallback([LossPlot(), MemoryPlot(), TrainingProgress()])]),
+            "bare+thread": lambda: bare_run(thread=True)})
+    names = list(runners)
+    results = {k: [] for k in names}
+    for i in range(a.repeats):  # rotate the order so that no runner always goes first
+        for name in names[i % len(names):] + names[:i % len(names)]:
+            results[name].append(runners[name]())
+            print(f"repeat {i + 1}: {name:>18} {results[name][-1]:9.1f} tokens/s", flush=True)
     import torch
     med = {k: statistics.median(v) for k, v in results.items()}
     summary = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-               "settings": vars(a), "tokens_per_s": results, "median": med, "ratio": med["ftlab"] / med["bare_trl"]}
+               "settings": vars(a), "tokens_per_s": results, "median": med, "ratio": med["ftlab"] / med["bare_trl"],
+               "ratios": {k: v / med["bare_trl"] for k, v in med.items()}}
+    for k, v in med.items():
+        print(f"median {k:>18}: {v:9.1f} tokens/s, {v / med['bare_trl']:.3f}x bare TRL", flush=True)
     print(f"median tokens/s: ftlab {med['ftlab']:.1f}, bare TRL {med['bare_trl']:.1f}, "
           f"ratio {summary['ratio']:.3f} ({summary['device']})")
     if a.out:

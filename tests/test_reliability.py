@@ -77,6 +77,30 @@ def test_a_non_finite_loss_stops_and_puts_back_the_last_good_weights(tiny_model,
     assert all(torch.isfinite(p).all() for n, p in reloaded.named_parameters() if "lora_" in n)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_weights_put_back_are_exactly_those_before_the_bad_update(tiny_model, tokenizer, tmp_path, device):
+    """On a GPU the guard copies on a side stream while the step computes: the copy must still be the
+    weights of the right step (those after update 1 when step 3's loss is the first nan), bit for bit."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    cfg = _cfg(tmp_path)
+    model = apply_method(tiny_model.to(device), cfg)
+    lora_b = next(p for n, p in model.named_parameters() if "lora_B" in n)
+    seen = {}
+
+    def keep():
+        seen["after_update_1"] = lora_b.detach().cpu().clone()
+
+    def diverge():
+        with torch.no_grad():
+            lora_b.fill_(float("nan"))
+    with pytest.raises(NonFiniteLoss):
+        finetune(cfg, DATA, model=model, tokenizer=tokenizer, eval_before=False, apply=False,
+                 listeners=[_at_step(1, keep), _at_step(2, diverge)])
+    assert seen["after_update_1"].abs().sum() > 0  # LoRA B starts at 0: update 1 moved it
+    assert torch.equal(lora_b.detach().cpu(), seen["after_update_1"])
+
+
 def test_stop_then_resume_continues_steps_optimizer_and_loss_curve(tiny_model, tokenizer, tmp_path):
     cfg = _cfg(tmp_path)
     cb = ReportCallback()
