@@ -17,7 +17,6 @@ VARIANTS = {"lora_8bit": ("lora", 8)}
 
 def variant(name: str, cfg):
     """The TrainConfig for one comparison entry (a METHODS name or a VARIANTS name)."""
-    from ftlab.config import ConfigError
     from ftlab.methods import METHODS
     method, bits = VARIANTS.get(name, (name, None))
     if method not in METHODS:
@@ -38,16 +37,8 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
     costs nothing extra), ROUGE-L of greedy answers to `test_records` (keep them few on a CPU: generation
     is the slowest part), or "skipped" with the reason.
     """
-    import torch
+    from ftlab.methods import METHODS, check_setup
 
-    from ftlab.data import chat_prompts
-    from ftlab.evaluation import generate, rouge
-    from ftlab.measure import MemoryMonitor
-    from ftlab.methods import METHODS, check_setup, trainable_parameters
-    from ftlab.models import load_for
-    from ftlab.train import finetune
-
-    listeners = list(listeners or [])
     rows = []
     for name in names:
         c = variant(name, cfg)
@@ -58,38 +49,63 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
         except ValueError as e:  # e.g. BitFit on a model without biases: say why, keep going
             rows.append({**row, "skipped": str(e)})
             continue
-        t0 = time.perf_counter()
-        monitor = MemoryMonitor().start()
-        model, tok = load_for(c)
-        monitor.mark("after_load")
-        tagged = [lambda e, f=f: f({**e, "method": name}) for f in listeners]
-        result, model = finetune(c, train_records, val_records, model=model, tokenizer=tok,
-                                 listeners=[monitor, *tagged])
-        t_trained = time.perf_counter()
-        report = monitor.report()
-        monitor.stop()
-        n_train, n_total = trainable_parameters(model)
-        predictions = generate(model, tok, chat_prompts(tok, test_records), max_new_tokens=max_new_tokens)
-        t_scored = time.perf_counter()
-        est = c.memory_estimate()
-        k = max(1, len(result.losses) // 4)
-        cuda = report["device"] == "cuda"
-        rows.append({**row, "bits": c.effective_bits, "trainable": n_train, "trainable_pct": 100 * n_train / n_total,
-                     "estimated_gib": est.total_gib, "estimated_peak_allocated_gib": est.peak_allocated_gib,
-                     "measured_gib": report["peak_allocated_gib"] if cuda else report["peak_rss_gib"],
-                     "measured_kind": "peak allocated (CUDA)" if cuda else "peak RSS of the process (CPU)",
-                     "seconds_per_step": result.seconds / max(result.steps, 1),
-                     "train_loss_first": sum(l for _, l in result.losses[:k]) / k,
-                     "train_loss_last": sum(l for _, l in result.losses[-k:]) / k,
-                     "val_loss_before": result.eval_loss_before, "val_loss_after": result.eval_loss_after,
-                     "val_accuracy_before": result.eval_accuracy_before,
-                     "val_accuracy_after": result.eval_accuracy_after,
-                     "rougeL": rouge(predictions, [r["target"] for r in test_records])["rougeL"],
-                     "example": predictions[0] if predictions else "",
-                     "seconds": {"total": t_scored - t0, "training": result.seconds,
-                                 "load_evaluate_save": t_trained - t0 - result.seconds, "generate": t_scored - t_trained}})
-        del model
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        rows.append({**row, **measure_run(c, train_records, val_records, test_records, listeners=listeners,
+                                          label=name, max_new_tokens=max_new_tokens)})
     return rows
+
+
+def measure_run(c, train_records, val_records, test_records=None, *, listeners=None, label: str | None = None,
+                max_new_tokens: int = 24, eval_before: bool = True) -> dict:
+    """One training run of config `c` on a freshly loaded base, measured: the numbers of a comparison row
+    (trainable count and %, estimated and measured memory, seconds a step, train and validation loss and
+    token accuracy, and ROUGE-L of greedy answers to `test_records` when given). Listeners receive the
+    training events with "method": label added. Labs that sweep one setting (a rank, the targets, the number
+    of virtual tokens) call this once per value; eval_before=False skips the validation pass before training
+    (the same base scores the same in every run of a sweep: once is enough)."""
+    import torch
+
+    from ftlab.data import chat_prompts
+    from ftlab.evaluation import generate, rouge
+    from ftlab.measure import MemoryMonitor
+    from ftlab.methods import trainable_parameters
+    from ftlab.models import load_for
+    from ftlab.train import finetune
+
+    label = label or c.method
+    t0 = time.perf_counter()
+    monitor = MemoryMonitor().start()
+    model, tok = load_for(c)
+    monitor.mark("after_load")
+    tagged = [lambda e, f=f: f({**e, "method": label}) for f in (listeners or [])]
+    result, model = finetune(c, train_records, val_records, model=model, tokenizer=tok, listeners=[monitor, *tagged],
+                             eval_before=eval_before)
+    t_trained = time.perf_counter()
+    report = monitor.report()
+    monitor.stop()
+    n_train, n_total = trainable_parameters(model)
+    row = {}
+    if test_records:
+        predictions = generate(model, tok, chat_prompts(tok, test_records), max_new_tokens=max_new_tokens)
+        row = {"rougeL": rouge(predictions, [r["target"] for r in test_records])["rougeL"],
+               "example": predictions[0] if predictions else ""}
+    t_scored = time.perf_counter()
+    est = c.memory_estimate()
+    k = max(1, len(result.losses) // 4)
+    cuda = report["device"] == "cuda"
+    row = {"bits": c.effective_bits, "trainable": n_train, "trainable_pct": 100 * n_train / n_total,
+           "estimated_gib": est.total_gib, "estimated_peak_allocated_gib": est.peak_allocated_gib,
+           "measured_gib": report["peak_allocated_gib"] if cuda else report["peak_rss_gib"],
+           "measured_kind": "peak allocated (CUDA)" if cuda else "peak RSS of the process (CPU)",
+           "seconds_per_step": result.seconds / max(result.steps, 1),
+           "train_loss_first": sum(l for _, l in result.losses[:k]) / k,
+           "train_loss_last": sum(l for _, l in result.losses[-k:]) / k,
+           "val_loss_before": result.eval_loss_before, "val_loss_after": result.eval_loss_after,
+           "val_accuracy_before": result.eval_accuracy_before, "val_accuracy_after": result.eval_accuracy_after,
+           **row, "saved_to": result.saved_to,
+           "seconds": {"total": t_scored - t0, "training": result.seconds,
+                       "load_evaluate_save": t_trained - t0 - result.seconds, "generate": t_scored - t_trained}}
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return row

@@ -169,6 +169,19 @@ def load_records(name: str, split: str = "train", n: int | None = None, seed: in
     return rows
 
 
+TEXTS = {"moby_dick": "moby_dick.jsonl"}  # plain prose for language-model metrics (perplexity), not tasks
+
+
+def load_text(name: str = "moby_dick", split: str = "test", n: int | None = None) -> list[str]:
+    """Paragraphs of general text, e.g. to measure forgetting as perplexity on text no run trains on."""
+    if name not in TEXTS:
+        raise DataError(f"text={name!r} is unknown: one of {sorted(TEXTS)}")
+    if split not in ("train", "validation", "test"):
+        raise DataError(f"split={split!r} is unknown: one of ['train', 'validation', 'test']")
+    rows = [r["text"] for r in read_jsonl(DATA_DIR / TEXTS[name], required=("split", "text")) if r["split"] == split]
+    return rows[:n] if n is not None else rows
+
+
 def _hub_rows(name: str, split: str) -> list[dict]:
     import datasets
     try:
@@ -216,6 +229,32 @@ def chat_prompts(tokenizer, records: list[dict], template: int | str = 0) -> lis
     """Prompts for generation: the chat template with the assistant turn opened."""
     return [tokenizer.apply_chat_template([{"role": "user", "content": format_prompt(r, template)}],
                                           tokenize=False, add_generation_prompt=True) for r in records]
+
+
+def loss_batches(tokenizer, records: list[dict], batch_size: int) -> list[dict]:
+    """Conversational prompt/completion records as tensors for a hand-written training loop: input_ids,
+    attention_mask and labels, with the prompt's and the padding's labels set to -100 so the loss is on the
+    completion only. This is what TRL's SFTTrainer does inside; lab 02 writes the loop out, so it needs the
+    same batches outside the trainer (TRL has no public function that returns them)."""
+    import torch
+    rows = []
+    for r in records:
+        prompt = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
+        if ids[:len(p_ids)] != p_ids:
+            raise DataError("the chat template renders the prompt differently inside the full conversation")
+        rows.append((ids, [-100] * len(p_ids) + ids[len(p_ids):]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batches = []
+    for i in range(0, len(rows), batch_size):
+        chunk = rows[i:i + batch_size]
+        n = max(len(ids) for ids, _ in chunk)
+        batches.append({"input_ids": torch.tensor([ids + [pad] * (n - len(ids)) for ids, _ in chunk]),
+                        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (n - len(ids)) for ids, _ in chunk]),
+                        "labels": torch.tensor([lab + [-100] * (n - len(lab)) for _, lab in chunk])})
+    return batches
 
 
 def fit_to_length(records: list[dict], tokenizer, seq_len: int, reserve: int = 64) -> list[dict]:

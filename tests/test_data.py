@@ -104,3 +104,26 @@ def test_fit_to_length_keeps_the_completion(tokenizer):
 def test_read_jsonl_missing_file(tmp_path):
     with pytest.raises(DataError, match="cannot be read"):
         read_jsonl(tmp_path / "none.jsonl")
+
+
+def test_loss_batches_put_the_loss_on_the_completion_only(tokenizer):
+    from ftlab.data import loss_batches
+    recs = to_prompt_completion(load_records("arithmetic", "train", n=3))
+    batches = loss_batches(tokenizer, recs, batch_size=2)
+    assert [b["input_ids"].shape[0] for b in batches] == [2, 1]
+    b = batches[0]
+    for row in range(2):
+        kept = b["input_ids"][row][b["labels"][row] != -100]
+        assert tokenizer.decode(kept).startswith(recs[row]["completion"][0]["content"])
+        assert (b["labels"][row][b["attention_mask"][row] == 0] == -100).all()  # no loss on padding
+
+
+def test_general_text_for_perplexity():
+    from ftlab.data import DataError, load_text
+    test = load_text("moby_dick", "test")
+    assert len(test) == 100 and all(300 <= len(t) <= 1200 for t in test)
+    assert not set(test) & set(load_text("moby_dick", "train"))
+    with pytest.raises(DataError, match="text='sotu'.*moby_dick"):
+        load_text("sotu")
+    with pytest.raises(DataError, match="split='dev'"):
+        load_text("moby_dick", "dev")

@@ -92,3 +92,36 @@ def test_qlora_lab(tmp_path):
     lora, qlora = r["runs"]
     assert lora["val loss after"] < lora["val loss before"] and qlora["val loss after"] < qlora["val loss before"]
     assert qlora["optimizer state (bytes a parameter)"] < lora["optimizer state (bytes a parameter)"] / 3
+
+
+@pytest.mark.slow
+def test_lora_lab(tmp_path):
+    r = run_lab("04_lora.ipynb", tmp_path)
+    fewer = {row["weight"]: row["fewer"] for row in r["arithmetic"]}
+    assert fewer["512×64, r=8"] == "85.9 %" and fewer["100×100, r=2"] == "96.0 %"
+    sweep = r["rank_sweep"]
+    assert [row["r"] for row in sweep] == [1, 4, 16, 64]  # the CI parameters' ranks
+    assert len({row["trainable"] // row["r"] for row in sweep}) == 1  # linear in r
+    assert all(row["val_loss_after"] < row["val_loss_before"] for row in sweep + r["targets"])
+    est = [row["estimated_gib"] for row in sweep]
+    assert est == sorted(est)  # more rank, never less memory
+    assert {t["targets"] for t in r["targets"]} == {"q", "q,v", "q,k,v,o", "all-linear"}
+    for a in r["task_adapters"].values():
+        assert a["val_loss_after"] < a["val_loss_before"]
+    assert max(r["swap_max_abs_diff"].values()) <= 1e-4 < r["adapters_differ"]
+    m = r["merge"]
+    assert m["lora_params_left"] == 0 and m["same_argmax"] and m["relative"] < 1e-5
+
+
+@pytest.mark.slow
+def test_full_finetuning_lab(tmp_path):
+    r = run_lab("02_full_finetuning.ipynb", tmp_path)
+    assert len(r["loop_losses"]) == 3 and len(r["trainer_losses"]) == 3
+    full, lora = r["forgetting"]
+    assert full["run"] == "full fine-tuning" and lora["run"].startswith("LoRA")
+    assert full["task val loss after"] < full["task val loss before"]
+    assert lora["task val loss after"] < lora["task val loss before"]
+    assert full["prose perplexity after"] > r["perplexity_base"]  # it forgot
+    assert full["prose perplexity after"] > lora["prose perplexity after"]  # LoRA forgot less
+    mem = r["memory_gib"]
+    assert mem["full fine-tuning"] > max(v for k, v in mem.items() if k != "full fine-tuning")
