@@ -125,3 +125,17 @@ def test_full_finetuning_lab(tmp_path):
     assert full["prose perplexity after"] > lora["prose perplexity after"]  # LoRA forgot less
     mem = r["memory_gib"]
     assert mem["full fine-tuning"] > max(v for k, v in mem.items() if k != "full fine-tuning")
+
+
+@pytest.mark.slow
+def test_evaluation_lab(tmp_path):
+    r = run_lab("10_evaluation.ipynb", tmp_path)
+    same, reordered, short, sentences = r["toy"]
+    assert same["rouge1"] == same["rougeLsum"] == same["exact match"] == 1.0
+    assert reordered["rouge1"] == 1.0 > reordered["rouge2"] and reordered["exact match"] == 0.0
+    assert sentences["rougeLsum"] == 1.0 > sentences["rougeL"]
+    b, a = r["before"], r["after"]
+    assert set(b) == {"rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "exact_match", "perplexity of the references"}
+    assert a["perplexity of the references"] < b["perplexity of the references"]
+    assert a["rougeL"] > b["rougeL"]
+    assert len(r["examples"]) == 16 and r["train"]["steps"] == 20
