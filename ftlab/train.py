@@ -271,6 +271,8 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
         from ftlab.models import load_for
         model, tokenizer = load_for(cfg)
     if apply:
+        import torch
+        torch.manual_seed(cfg.seed)  # the method's new weights (LoRA's A, a random soft prompt) are the same every run
         model = apply_method(model, cfg)
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
     resume_from = checkpoint_for(cfg) if resume else None
