@@ -3,6 +3,7 @@ plus batched greedy generation for before/after comparisons."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
@@ -45,7 +46,9 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, bat
     try:
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # peft says it ignores position ids for soft prompts on every call: true, and not the user's doing
+                warnings.filterwarnings("ignore", message="Position ids are not supported")
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)
             out += [s.strip() for s in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]

@@ -9,8 +9,12 @@ import plotly.io as pio
 
 
 def setup_notebook() -> None:
-    """Plotly output that renders in JupyterLab and in nbconvert's HTML offline (plotly.js embedded)."""
+    """Plotly output that renders in JupyterLab and in nbconvert's HTML offline (plotly.js embedded), and
+    no "Loading weights" progress bar from transformers each time a lab loads a model (a lab loads several;
+    the bars filled the notebook with empty widgets)."""
     pio.renderers.default = "plotly_mimetype+notebook"
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
 
 
 class LossPlot:
