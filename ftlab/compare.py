@@ -17,6 +17,7 @@ VARIANTS = {"lora_8bit": ("lora", 8)}
 
 def variant(name: str, cfg):
     """The TrainConfig for one comparison entry (a METHODS name or a VARIANTS name)."""
+    from ftlab.config import ConfigError
     from ftlab.methods import METHODS
     method, bits = VARIANTS.get(name, (name, None))
     if method not in METHODS:
