@@ -8,6 +8,7 @@ plot, a log line, a memory monitor) and stops at the next step when `request_sto
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -159,10 +160,10 @@ def memory_now() -> dict:
     return {"memory_gib": psutil.Process().memory_info().rss / 2**30, "memory_kind": "process RSS"}
 
 
-def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
-    """SFTConfig from a TrainConfig: the precision that suits the device, logging every step, no saving."""
+def trainer_args(config_class, cfg, *, eval_steps: int | None = None, **overrides):
+    """A TRL config (SFTConfig, RewardConfig, DPOConfig, GRPOConfig, ...) from a TrainConfig: the precision
+    that suits the device, logging every step, no saving, the run's steps, batch, rate, optimizer and seeds."""
     import torch
-    from trl import SFTConfig
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
     optim = OPTIM[cfg.optimizer]
@@ -173,13 +174,21 @@ def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
               lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, cfg.max_steps // 10),
               activation_checkpointing=cfg.gradient_checkpointing, optim=optim, seed=cfg.seed, data_seed=cfg.seed,
               bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda, logging_steps=1, save_strategy="no",
-              report_to="none", disable_tqdm=True, include_num_input_tokens_seen="all", packing=False,
+              report_to="none", disable_tqdm=True, include_num_input_tokens_seen="all",
               eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, dataloader_num_workers=0,
               logging_nan_inf_filter=False)  # the default hides a nan loss from the logs: GoodWeights must see it
     if cfg.gradient_checkpointing:
         kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    names = {f.name for f in dataclasses.fields(config_class)}  # GRPOConfig has no max_length, for one
+    kw = {k: v for k, v in kw.items() if k in names}
     kw.update(overrides)
-    return SFTConfig(**kw)
+    return config_class(**kw)
+
+
+def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
+    """SFTConfig from a TrainConfig (see trainer_args), without packing."""
+    from trl import SFTConfig
+    return trainer_args(SFTConfig, cfg, eval_steps=eval_steps, **{"packing": False, **overrides})
 
 
 def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records: list[dict] | None = None,
@@ -252,13 +261,13 @@ def _release(trainer) -> None:
 def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = None, *, model=None, tokenizer=None,
              listeners: list | None = None, callback: ReportCallback | None = None, eval_steps: int | None = None,
              save: bool = True, eval_before: bool = True, apply: bool = True,
-             resume: bool = False) -> tuple[TrainResult, object]:
+             resume: bool = False, **sft_overrides) -> tuple[TrainResult, object]:
     """Everything a Run button does: load the base (unless given), apply cfg.method, train with SFTTrainer,
     and save what was trained (also after a Stop: the last completed step) to `output_dir/adapter`.
 
     apply=False: `model` was already prepared with ftlab.methods.apply_method. resume=True continues a
-    stopped run from output_dir/checkpoint: step count, optimizer state and loss curve go on.
-    Returns (TrainResult, model).
+    stopped run from output_dir/checkpoint: step count, optimizer state and loss curve go on. Other keyword
+    arguments go to the SFTConfig (e.g. completion_only_loss=False). Returns (TrainResult, model).
     """
     import os
 
@@ -282,7 +291,7 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     try:
         result, _ = train_sft(model, tokenizer, train_records, cfg, eval_records=eval_records, listeners=listeners,
                               callback=callback, eval_steps=eval_steps, eval_before=eval_before,
-                              resume_from=resume_from)
+                              resume_from=resume_from, **sft_overrides)
     except TrainingFailed as e:  # out of memory, non-finite loss: the last good weights are in the model
         if save and e.result is not None:
             e.result.saved_to = save_trained(model, adapter_dir, cfg)

@@ -154,3 +154,44 @@ def test_soft_prompts_lab(tmp_path):
     assert cos["prompt tuning (text init)"] > cos["prompt tuning (random init)"]
     assert all(p["val_loss_after"] < p["val_loss_before"] for p in r["task_prompts"].values())
     assert max(r["swap_max_abs_diff"].values()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_instruction_tuning_lab(tmp_path):
+    r = run_lab("03_instruction_tuning.ipynb", tmp_path)
+    assert r["tasks"] == ["email_subject", "definitions", "arithmetic"]
+    assert r["pii"]["phones"] > 0  # the embedded e-mails still hold phone numbers: the lab finds them
+    assert {a["augmentation"] for a in r["augmented"]} == {"(original)", "synonym replacement", "word deletion",
+                                                          "word swap", "typo noise"}
+    only, everything = r["loss_on"]["answer only"], r["loss_on"]["everything"]
+    assert only["held_out_answer_loss"] < everything["held_out_answer_loss"] < r["base_held_out_answer_loss"]
+    assert only["steps"] == everything["steps"] == 12
+    rows = {b["task"]: b for b in r["baselines"]}
+    assert set(rows) == set(r["tasks"]) and rows["arithmetic"]["metric"] == "exact result"
+    assert all(set(b) == {"task", "metric", "zero-shot", "2-shot", "fine-tuned (answer only)"} for b in rows.values())
+
+
+@pytest.mark.slow
+def test_preference_alignment_lab(tmp_path):
+    r = run_lab("08_preference_alignment.ipynb", tmp_path)
+    rm = r["reward_model"]
+    assert rm["after"]["accuracy"] > 0.5 and rm["held_out_pairs"] == 24
+    assert 0 <= rm["hard_pairs_accuracy"] <= 1
+    assert r["dpo"]["held_out_after"]["margin"] > 0 and len(r["dpo"]["margins"]) == 6
+    g = r["grpo"]
+    assert len(g["reward"]) == 8 and g["reward_last"] > g["reward_first"]
+    assert 0 <= g["greedy_accuracy_before"] <= 1 and 0 <= g["greedy_accuracy_after"] <= 1
+
+
+@pytest.mark.slow
+def test_distillation_lab(tmp_path):
+    r = run_lab("09_distillation.ipynb", tmp_path)
+    h = r["held_out"]
+    assert r["sizes"]["student"]["layers"] < r["sizes"]["teacher"]["layers"]
+    assert r["sizes"]["student"]["parameters"] < r["sizes"]["teacher"]["parameters"]
+    assert h["teacher"]["kl_to_teacher"] == pytest.approx(0, abs=1e-4) and h["teacher"]["top1_agreement"] == 1.0
+    students = ("plain fine-tuning", "token-level distillation", "sequence-level distillation")
+    for s in students:
+        assert h[s]["kl_to_teacher"] < h["student, untrained"]["kl_to_teacher"], s
+        assert r["train"][s]["steps"] == r["config"]["student_steps"], s
+    assert h["token-level distillation"]["kl_to_teacher"] < h["plain fine-tuning"]["kl_to_teacher"]

@@ -1,0 +1,192 @@
+"""Preference alignment with TRL: a reward model (RewardTrainer, Bradley-Terry loss), DPO (DPOTrainer) and
+GRPO (GRPOTrainer with a rule-based reward). TRL does the training; ftlab adds the data in TRL's shapes, the
+shared run settings (ftlab.train.trainer_args), its ReportCallback for live plots and Stop, and the per-step
+series a lab plots (DPO's margin, GRPO's mean reward) read from the trainer's log history."""
+from __future__ import annotations
+
+import random
+import re
+
+from ftlab.data import format_prompt, load_records
+
+# LoRA on the attention and MLP projections, as ftlab's "lora" method; SEQ_CLS keeps the new score head trainable
+LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+
+
+def preference_pairs(split: str = "train", n: int | None = None, seed: int = 0, negatives: str = "sibling") -> list[dict]:
+    """Preference records in TRL's conversational shape: {"prompt": [user turn], "chosen": [assistant turn],
+    "rejected": [assistant turn]}, the chosen answer a word's WordNet gloss. negatives="sibling" (the embedded
+    pairs): the rejected answer is the gloss of a sibling word under the same hypernym, same style and topic,
+    wrong meaning (hard). negatives="random": the gloss of another word of the split (easy: off-topic)."""
+    if negatives == "sibling":
+        rows = load_records("preferences", split, n=n, seed=seed)
+    elif negatives == "random":
+        words = load_records("definitions", split, n=n, seed=seed)
+        if len(words) < 2:
+            raise ValueError(f"n={n!r} is too small for negatives='random': at least 2 words are needed")
+        rng = random.Random(seed)
+        rows = []
+        for i, r in enumerate(words):
+            other = words[(i + rng.randrange(1, len(words))) % len(words)]
+            rows.append({"prompt": format_prompt(r, 0), "chosen": r["target"], "rejected": other["target"]})
+    else:
+        raise ValueError(f"negatives={negatives!r} is not allowed: 'sibling' or 'random'")
+    return [{"prompt": [{"role": "user", "content": r["prompt"]}],
+             "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
+
+
+def sums(n: int, seed: int = 0, max_value: int = 10) -> list[dict]:
+    """Small additions for GRPO ("What is 7 + 3?", result 10): easy enough that a 135M model gets some right
+    when it samples, so the group of answers to one prompt has rewards that differ (GRPO learns from the
+    difference; a group that is all wrong or all right teaches nothing)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.randint(1, max_value), rng.randint(1, max_value)
+        rows.append({"prompt": [{"role": "user", "content": f"What is {a} + {b}? Answer with the number only."}],
+                     "result": a + b})
+    return rows
+
+
+def answer_number(text: str) -> int | None:
+    """The number a short answer gives as its result: the first after "=" ("2 + 5 = 7"), else the first after
+    "is" ("The answer is 7."), else the first number at all. None when there is none."""
+    text = text.replace(",", "")
+    for pattern in (r"=\s*\**\s*(-?\d+)", r"\bis\s*\**\s*(-?\d+)", r"(-?\d+)"):
+        m = re.search(pattern, text)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def arithmetic_reward(completions, result, **_) -> list[float]:
+    """GRPO's rule-based reward: 1 when the answer's result (answer_number) is right, else 0.
+    TRL passes the completions and every other dataset column (here `result`) as lists, one item a completion."""
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [1.0 if answer_number(t) == r else 0.0 for t, r in zip(texts, result)]
+
+
+def series(history: list[dict], key: str) -> list[tuple[int, float]]:
+    """(step, value) of one logged quantity, e.g. "rewards/margins" (DPO) or "reward" (GRPO)."""
+    return [(h["step"], float(h[key])) for h in history if key in h]
+
+
+def _callbacks(listeners, callback):
+    """The run's ReportCallback (live plots, Stop); called before a trainer is built, which tokenizes its data
+    with datasets' map(): in a notebook each map would add a progress widget."""
+    import datasets
+
+    from ftlab.train import ReportCallback
+    datasets.disable_progress_bars()
+    return callback or ReportCallback(listeners)
+
+
+def _quiet(trainer):
+    """Our listeners report; the default printer would print each step's log dict."""
+    from transformers import PrinterCallback
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def train_reward_model(cfg, train_pairs, eval_pairs, *, listeners=None, callback=None):
+    """A scalar reward model: the base with a one-output score head (`...ForSequenceClassification`), LoRA on
+    its layers, trained by TRL's RewardTrainer on -log σ(r(chosen) − r(rejected)) (Bradley-Terry).
+    Returns (model, tokenizer, before, after, history): `before`/`after` are the held-out evaluation (loss,
+    accuracy = share of pairs where chosen scores higher, mean margin) before and after training."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import RewardConfig, RewardTrainer
+
+    from ftlab.models import load_model
+    from ftlab.train import trainer_args
+    import torch
+    torch.manual_seed(cfg.seed)  # the new score head (drawn while loading) and LoRA weights: the same every run
+    model, tok = load_model(cfg.model, for_classification=1, trust_remote_code=cfg.trust_remote_code)
+    cb = _callbacks(listeners, callback)
+    trainer = _quiet(RewardTrainer(model=model, args=trainer_args(RewardConfig, cfg), processing_class=tok,
+                            train_dataset=Dataset.from_list(train_pairs), eval_dataset=Dataset.from_list(eval_pairs),
+                            peft_config=LoraConfig(task_type="SEQ_CLS", **LORA), callbacks=[cb]))
+    before = _eval(trainer)
+    trainer.train()
+    after = _eval(trainer)
+    trainer.model.eval()
+    return trainer.model, tok, before, after, trainer.state.log_history
+
+
+def _eval(trainer) -> dict:
+    m = trainer.evaluate()
+    return {"loss": m["eval_loss"], "accuracy": m["eval_accuracy"], "margin": m["eval_margin"]}
+
+
+def reward_scores(model, tokenizer, pairs: list[dict]) -> list[tuple[float, float]]:
+    """(reward of chosen, reward of rejected) for each pair, scored one conversation at a time."""
+    import torch
+    out = []
+    with torch.no_grad():
+        for p in pairs:
+            scores = []
+            for side in ("chosen", "rejected"):
+                text = tokenizer.apply_chat_template(p["prompt"] + p[side], tokenize=False)
+                ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+                scores.append(float(model(**ids).logits[0, 0]))
+            out.append(tuple(scores))
+    return out
+
+
+def train_dpo(cfg, train_pairs, eval_pairs=None, *, beta: float = 0.1, listeners=None, callback=None):
+    """DPO (Rafailov et al., 2023) with TRL's DPOTrainer and LoRA: the reference model is the same base with
+    the adapter switched off, so only one copy is in memory. Returns (model, tokenizer, held_out, history):
+    held_out is the evaluation on eval_pairs after training (mean margin, share of pairs with a positive margin,
+    mean reward of chosen and of rejected); the history has per step "rewards/chosen", "rewards/rejected" (β·log πθ/πref of each answer) and "rewards/margins"."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from ftlab.models import load_model
+    from ftlab.train import trainer_args
+    import torch
+    model, tok = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    torch.manual_seed(cfg.seed)
+    trainer = _quiet(DPOTrainer(model=model, args=trainer_args(DPOConfig, cfg, beta=beta), processing_class=tok,
+                         train_dataset=Dataset.from_list(train_pairs),
+                         eval_dataset=Dataset.from_list(eval_pairs) if eval_pairs else None,
+                         peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
+                         callbacks=[_callbacks(listeners, callback)]))
+    trainer.train()
+    held_out = {}
+    if eval_pairs:  # before training the policy is the reference (LoRA starts at zero): every margin is 0
+        m = trainer.evaluate()
+        held_out = {"margin": m["eval_rewards/margins"], "accuracy": m["eval_rewards/accuracies"],
+                    "chosen": m["eval_rewards/chosen"], "rejected": m["eval_rewards/rejected"]}
+    trainer.model.eval()
+    return trainer.model, tok, held_out, trainer.state.log_history
+
+
+def train_grpo(cfg, prompts, reward_funcs, *, num_generations: int = 4, max_completion_length: int = 8,
+               temperature: float = 1.0, beta: float = 0.0, listeners=None, callback=None):
+    """GRPO (Shao et al., 2024) with TRL's GRPOTrainer and LoRA: each step samples `num_generations` answers
+    to each prompt, scores them with `reward_funcs`, and raises the likelihood of the answers that beat their
+    group's mean. cfg.batch_size answers a step (a multiple of num_generations). Returns (model, tokenizer,
+    history); the history has per step "reward" (mean over the sampled answers) and "reward_std"."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    from ftlab.models import load_model
+    from ftlab.train import trainer_args
+    import torch
+    if cfg.batch_size % num_generations:
+        raise ValueError(f"batch_size={cfg.batch_size} is not allowed with num_generations={num_generations}: "
+                         "it must be a multiple of num_generations (each prompt gets a group of answers)")
+    model, tok = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    torch.manual_seed(cfg.seed)
+    args = trainer_args(GRPOConfig, cfg, num_generations=num_generations, max_completion_length=max_completion_length,
+                        temperature=temperature, beta=beta,
+                        include_num_input_tokens_seen="no")  # GRPO builds its inputs itself: nothing to count
+    trainer = _quiet(GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=tok,
+                          train_dataset=Dataset.from_list(prompts), peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
+                          callbacks=[_callbacks(listeners, callback)]))
+    trainer.train()
+    trainer.model.eval()
+    return trainer.model, tok, trainer.state.log_history
