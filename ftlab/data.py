@@ -231,6 +231,17 @@ def chat_prompts(tokenizer, records: list[dict], template: int | str = 0) -> lis
                                           tokenize=False, add_generation_prompt=True) for r in records]
 
 
+def few_shot_prompts(tokenizer, records: list[dict], demonstrations: list[dict], template: int | str = 0) -> list[str]:
+    """In-context baselines: each prompt preceded by the demonstrations as earlier chat turns (a user question
+    and the assistant's reference answer each), then the question with the assistant turn opened.
+    demonstrations=[] gives the zero-shot prompt."""
+    turns = []
+    for d in demonstrations:
+        turns += [{"role": "user", "content": format_prompt(d, template)}, {"role": "assistant", "content": d["target"]}]
+    return [tokenizer.apply_chat_template(turns + [{"role": "user", "content": format_prompt(r, template)}],
+                                          tokenize=False, add_generation_prompt=True) for r in records]
+
+
 def loss_batches(tokenizer, records: list[dict], batch_size: int) -> list[dict]:
     """Conversational prompt/completion records as tensors for a hand-written training loop: input_ids,
     attention_mask and labels, with the prompt's and the padding's labels set to -100 so the loss is on the

@@ -58,6 +58,29 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, bat
     return out
 
 
+def completion_loss(model, tokenizer, records: list[dict], batch_size: int = 8) -> float:
+    """Mean cross-entropy per completion token of conversational prompt/completion records: the held-out loss
+    on the answers alone, comparable between models however they were trained (the trainer's eval_loss
+    covers whatever the run's loss covered, prompt tokens included when completion_only_loss=False)."""
+    import torch
+
+    from ftlab.data import loss_batches
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in loss_batches(tokenizer, records, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
+            labels = batch["labels"][:, 1:]
+            total += torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100,
+                                                       reduction="sum").item()
+            count += int((labels != -100).sum())
+    model.train(was_training)
+    return total / max(count, 1)
+
+
 def perplexity(model, tokenizer, texts: list[str], max_length: int = 256) -> float:
     """exp(mean token negative log-likelihood) over texts, each cut at max_length tokens."""
     import torch

@@ -40,8 +40,12 @@ def test_parameters_are_documented_for_papermill(path):
     assert params and all(p["help"] and p["inferred_type_name"] != "None" for p in params), params
 
 
-def test_ci_params_name_only_parameters_some_lab_declares():
+@pytest.mark.parametrize("params", ["ci.yaml", "gpu.yaml"])
+def test_param_files_name_only_parameters_some_lab_declares(params):
     import yaml
     import papermill as pm
-    declared = {name for lab in LABS for name in pm.inspect_notebook(str(lab))}
-    assert set(yaml.safe_load((ROOT / "labs" / "params" / "ci.yaml").read_text())) <= declared
+    declared = {name: p["inferred_type_name"] for lab in LABS for name, p in pm.inspect_notebook(str(lab)).items()}
+    values = yaml.safe_load((ROOT / "labs" / "params" / params).read_text())
+    assert set(values) <= set(declared)
+    for name, value in values.items():  # a value of the declared type (papermill does not check)
+        assert type(value).__name__ == declared[name] or (declared[name] == "float" and isinstance(value, int)), name

@@ -1,0 +1,118 @@
+"""Knowledge distillation: a smaller student made from the teacher's own layers, token-level distillation with
+TRL's GKDTrainer (off-policy: the dataset's completions), sequence-level distillation (the student fine-tuned on
+the teacher's generations), and the numbers that compare a student with its teacher."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+
+def shrink(model, keep: int | list[int]):
+    """A student with fewer transformer blocks, initialised from the teacher: its embeddings, final norm, head
+    and the blocks `keep` (indices, or a count: evenly spaced from first to last, as DistilBERT took every
+    other layer). Teacher and student share the tokenizer and vocabulary, which token-level distillation needs.
+
+    Written here because transformers has no function for it; it is a copy and a slice of the block list.
+    """
+    n = model.config.num_hidden_layers
+    if isinstance(keep, int):
+        if not 1 <= keep <= n:
+            raise ValueError(f"keep={keep} is not allowed: between 1 and the teacher's {n} layers")
+        keep = sorted({round(i * (n - 1) / max(keep - 1, 1)) for i in range(keep)})
+    if not keep or any(not 0 <= i < n for i in keep):
+        raise ValueError(f"keep={keep!r} is not allowed: layer indices in 0..{n - 1}")
+    student = copy.deepcopy(model)
+    # A model trained by TRL's SFTTrainer keeps an instance-level `forward` whose closure calls the original
+    # model's forward: deep-copied, the student would run the teacher's blocks. Use the class's forward.
+    student.__dict__.pop("forward", None)
+    student.model.layers = torch.nn.ModuleList(student.model.layers[i] for i in keep)
+    for new_index, block in enumerate(student.model.layers):
+        block.self_attn.layer_idx = new_index  # the KV cache is indexed by position in the new stack
+    student.config.num_hidden_layers = len(keep)
+    if getattr(student.config, "layer_types", None):
+        student.config.layer_types = [student.config.layer_types[i] for i in keep]
+    student.ftlab_kept_layers = list(keep)
+    return student
+
+
+class _TemperatureGKD:
+    """GKDTrainer whose divergence is taken at the distillation temperature T and scaled by T² (Hinton et al.,
+    2015: the gradients of soft targets shrink as 1/T², so the scale keeps them comparable across T). TRL's
+    GKDTrainer applies its `temperature` to sampling only and computes the loss at T = 1; this override passes
+    T to TRL's own generalized_jsd_loss and changes nothing else."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        student = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        self.teacher_model.eval()
+        with torch.no_grad():
+            teacher = self.teacher_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        t = self.temperature
+        loss = t * t * self.generalized_jsd_loss(student.logits[:, :-1, :], teacher.logits[:, :-1, :],
+                                                 labels=inputs["labels"][:, 1:], beta=self.beta, temperature=t,
+                                                 num_items_in_batch=num_items_in_batch)
+        return (loss, student) if return_outputs else loss
+
+
+def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperature: float = 2.0, beta: float = 0.0,
+                   listeners=None, callback=None):
+    """Token-level distillation: on each completion token the student's distribution at temperature T is pulled
+    towards the teacher's, KL(teacher ‖ student) for beta=0 (the classic choice; beta=1 is the reverse KL, 0.5
+    the Jensen-Shannon divergence). Off-policy: the tokens are the dataset's completions (GKD with lmbda=0).
+    All of the student's weights train. train_records: conversational prompt/completion records.
+    Returns (TrainResult, student)."""
+    import datasets
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    from ftlab.train import ReportCallback, trainer_args
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature!r} is not allowed: a number > 0")
+    datasets.disable_progress_bars()
+    student.requires_grad_(True)  # a copy of a frozen (merged) teacher has every weight frozen
+    teacher.requires_grad_(False)
+    trainer_class = type("TemperatureGKDTrainer", (_TemperatureGKD, GKDTrainer), {})
+    args = trainer_args(GKDConfig, cfg, lmbda=0.0, beta=beta, temperature=temperature, seq_kd=False,
+                        include_num_input_tokens_seen="no")
+    cb = callback or ReportCallback(listeners)
+    messages = [{"messages": r["prompt"] + r["completion"]} for r in train_records]
+    trainer = trainer_class(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
+                            train_dataset=Dataset.from_list(messages), callbacks=[cb])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    student.eval()
+    return cb.result, student
+
+
+def with_teacher_answers(teacher, tokenizer, train_records, max_new_tokens: int = 32) -> list[dict]:
+    """Sequence-level distillation's data (Kim & Rush, 2016): the same prompts, with the teacher's greedy answer
+    as the completion."""
+    from ftlab.evaluation import generate
+    prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+               for r in train_records]
+    answers = generate(teacher, tokenizer, prompts, max_new_tokens=max_new_tokens)
+    return [{"prompt": r["prompt"], "completion": [{"role": "assistant", "content": a.strip()}]}
+            for r, a in zip(train_records, answers)]
+
+
+def against_teacher(student, teacher, tokenizer, records, batch_size: int = 8) -> dict:
+    """On the completion tokens of held-out conversational records: the student's loss on the reference
+    (cross-entropy), its mean KL(teacher ‖ student) per token at T = 1, and how often its most likely next token
+    is the teacher's (top-1 agreement)."""
+    from ftlab.data import loss_batches
+    ce = kl = agree = count = 0.0
+    device = next(student.parameters()).device
+    with torch.no_grad():
+        for batch in loss_batches(tokenizer, records, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+            s = student(**inputs).logits[:, :-1].float().log_softmax(-1)
+            t = teacher(**inputs).logits[:, :-1].float().log_softmax(-1)
+            labels = batch["labels"][:, 1:]
+            mask = labels != -100
+            ce += -s.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)[mask].sum().item()
+            kl += (t.exp() * (t - s)).sum(-1)[mask].sum().item()
+            agree += (s.argmax(-1) == t.argmax(-1))[mask].sum().item()
+            count += mask.sum().item()
+    return {"loss": ce / count, "kl_to_teacher": kl / count, "top1_agreement": agree / count}
