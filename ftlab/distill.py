@@ -61,9 +61,13 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
     the Jensen-Shannon divergence). Off-policy: the tokens are the dataset's completions (GKD with lmbda=0).
     All of the student's weights train. train_records: conversational prompt/completion records.
     Returns (TrainResult, student)."""
+    import os
+
     import datasets
     from datasets import Dataset
     from transformers import PrinterCallback
+    # GKDTrainer lives in trl.experimental, which warns on import; this module pins trl and tests the API
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
     from ftlab.train import ReportCallback, trainer_args
