@@ -20,6 +20,7 @@ PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,
 # year ranges (1997-2002) and IPv4 addresses
 NOT_PHONE = re.compile(r"(?:19|20)\d\d[-/.]\d\d[-/.]\d\d|(?:19|20)\d\d\s?-\s?(?:19|20)\d\d$|\d{1,3}(?:\.\d{1,3}){3}$")
 URL = re.compile(r"\bhttps?://\S+")
+URL_OR_PHONE = re.compile(f"(?P<url>{URL.pattern})|{PHONE.pattern}")
 
 
 def normalise(text: str) -> str:
@@ -53,16 +54,13 @@ def scrub_pii(text: str) -> tuple[str, dict]:
         return "[EMAIL]"
 
     def sub_phone(m):
-        if not _is_phone(m.group()):
+        if m.group("url") or not _is_phone(m.group()):  # a URL is matched first so its digits stay as they are
             return m.group()
         counts["phone"] += 1
         return "[PHONE]"
 
     text = EMAIL.sub(sub_email, text)
-    # URLs keep their digits (ids, dates) out of the phone pattern
-    parts = URL.split(text)
-    urls = URL.findall(text)
-    text = "".join(PHONE.sub(sub_phone, p) + (urls[i] if i < len(urls) else "") for i, p in enumerate(parts))
+    text = URL_OR_PHONE.sub(sub_phone, text)
     return text, counts
 
 
