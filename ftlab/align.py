@@ -119,19 +119,25 @@ def _eval(trainer) -> dict:
     return {"loss": m["eval_loss"], "accuracy": m["eval_accuracy"], "margin": m["eval_margin"]}
 
 
-def reward_scores(model, tokenizer, pairs: list[dict]) -> list[tuple[float, float]]:
-    """(reward of chosen, reward of rejected) for each pair, scored one conversation at a time."""
+def reward_scores(model, tokenizer, pairs: list[dict], batch_size: int = 8) -> list[tuple[float, float]]:
+    """(reward of chosen, reward of rejected) for each pair. Conversations are scored in right-padded batches:
+    the score head reads the last token that is not padding, as RewardTrainer trains it."""
     import torch
-    out = []
-    with torch.no_grad():
-        for p in pairs:
-            scores = []
-            for side in ("chosen", "rejected"):
-                text = tokenizer.apply_chat_template(p["prompt"] + p[side], tokenize=False)
-                ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(model.device)
-                scores.append(float(model(**ids).logits[0, 0]))
-            out.append(tuple(scores))
-    return out
+    texts = [tokenizer.apply_chat_template(p["prompt"] + p[side], tokenize=False)
+             for p in pairs for side in ("chosen", "rejected")]
+    if model.config.pad_token_id is None:  # the last non-pad token is found through it
+        model.config.pad_token_id = tokenizer.pad_token_id
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    scores = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(texts), batch_size):
+                enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(model.device)
+                scores += model(**enc).logits[:, 0].float().tolist()
+    finally:
+        tokenizer.padding_side = side
+    return list(zip(scores[0::2], scores[1::2]))
 
 
 def train_dpo(cfg, train_pairs, eval_pairs=None, *, beta: float = 0.1, listeners=None, callback=None):

@@ -36,11 +36,15 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
     trainable (count and %), estimated GPU memory (cfg.gpu), measured memory, seconds a step, train and
     validation loss, validation token accuracy (TRL's, from the same evaluation pass: the task metric that
     costs nothing extra), ROUGE-L of greedy answers to `test_records` (keep them few on a CPU: generation
-    is the slowest part), or "skipped" with the reason.
+    is the slowest part), or "skipped" with the reason. Methods that start as their base share the validation
+    pass before training of the first such method with the same base precision ("val_before_from" names it).
     """
     from ftlab.methods import METHODS, check_setup
 
     rows = []
+    # the validation pass before training, per base precision, of the methods that start as their base
+    # (Method.starts_as_base: the same logits before any step, checked in tests/test_methods.py): run once
+    base_before = {}
     for name in names:
         c = variant(name, cfg)
         m = METHODS[c.method]
@@ -50,8 +54,15 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
         except ValueError as e:  # e.g. BitFit on a model without biases: say why, keep going
             rows.append({**row, "skipped": str(e)})
             continue
-        rows.append({**row, **measure_run(c, train_records, val_records, test_records, listeners=listeners,
-                                          label=name, max_new_tokens=max_new_tokens)})
+        key = c.effective_bits if m.starts_as_base else None
+        shared = base_before.get(key) if key is not None else None
+        row.update(measure_run(c, train_records, val_records, test_records, listeners=listeners, label=name,
+                               max_new_tokens=max_new_tokens, eval_before=shared is None))
+        if shared:
+            row.update(val_loss_before=shared[0], val_accuracy_before=shared[1], val_before_from=shared[2])
+        elif key is not None:
+            base_before[key] = (row["val_loss_before"], row["val_accuracy_before"], name)
+        rows.append(row)
     return rows
 
 
@@ -86,6 +97,10 @@ def measure_run(c, train_records, val_records, test_records=None, *, listeners=N
     n_train, n_total = trainable_parameters(model)
     row = {}
     if test_records:
+        if c.method in ("lora", "dora") and c.effective_bits >= 16:
+            # fold the trained update into the weights (peft's merge_adapter: the same function, as lab 04
+            # checks) so that generating does not redo B·A, and DoRA's column norms, at every new token
+            model.merge_adapter()
         predictions = generate(model, tok, chat_prompts(tok, test_records), max_new_tokens=max_new_tokens)
         row = {"rougeL": rouge(predictions, [r["target"] for r in test_records])["rougeL"],
                "example": predictions[0] if predictions else ""}

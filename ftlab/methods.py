@@ -29,6 +29,9 @@ class Method:
     freeze: Callable | None = None        # (cfg, model) -> None: methods that set requires_grad themselves
     needs_bits: int | None = None         # QLoRA: the base must be 4-bit
     lr: float = 5e-4                      # a typical starting learning rate (from the method's paper / peft's examples)
+    # before any step the model computes exactly what its base computes (LoRA's B and DoRA's update start at 0,
+    # IA3's scales at 1; selective methods change nothing): a comparison scores such bases once
+    starts_as_base: bool = False
 
     def trainable_count(self, cfg, model) -> int:
         """Parameters this method trains on `model` (a preset, hub id, folder or config), as peft counts them."""
@@ -118,15 +121,15 @@ def _adapter(cfg, model):
 
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("full", "full", "every weight is trained", "full", lr=5e-5),
+    Method("full", "full", "every weight is trained", "full", lr=5e-5, starts_as_base=True),
     Method("lora", "reparameterisation", "W + (alpha/r)·B·A with rank-r A, B on the chosen linear layers", "lora",
-           peft_config=_lora),
+           peft_config=_lora, starts_as_base=True),
     Method("dora", "reparameterisation", "LoRA on the direction, a learned magnitude per column", "dora",
-           peft_config=lambda c, m: _lora(c, m, dora=True)),
+           peft_config=lambda c, m: _lora(c, m, dora=True), starts_as_base=True),
     Method("qlora", "reparameterisation", "LoRA on a 4-bit NF4 base, adapters in higher precision", "qlora",
-           peft_config=_lora, needs_bits=4),
+           peft_config=_lora, needs_bits=4, starts_as_base=True),
     Method("ia3", "additive", "learned vectors rescale keys, values and MLP activations", "ia3", peft_config=_ia3,
-           lr=5e-3),
+           lr=5e-3, starts_as_base=True),
     Method("prompt_tuning", "additive", "learned virtual-token embeddings before the input", "prompt_tuning",
            peft_config=_prompt_tuning, lr=3e-2),
     Method("prefix_tuning", "additive", "learned keys and values prepended in every layer", "prefix_tuning",
@@ -134,10 +137,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     # p-tuning at 5e-3 diverged (val loss 4.88 -> 5.43 in 4 steps, SmolLM2, definitions, seed 0); 1e-3: 4.47
     Method("p_tuning", "additive", "virtual tokens produced by a small prompt encoder (MLP)", "p_tuning",
            peft_config=_p_tuning, lr=1e-3),
-    Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit, lr=1e-3),
+    Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit, lr=1e-3,
+           starts_as_base=True),
     Method("ln_tuning", "selective", "only the layer norms' scales are trained", "ln_tuning", peft_config=_ln_tuning,
-           lr=5e-3),
-    Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k, lr=1e-4),
+           lr=5e-3, starts_as_base=True),
+    Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k, lr=1e-4,
+           starts_as_base=True),
     Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, up, residual)",
            "adapter", freeze=_adapter, lr=1e-3),
 ]}

@@ -72,8 +72,16 @@ def test_reward_model_trains_and_scores(tiny_folder, tmp_path):
     model, tok, before, after, history = align.train_reward_model(cfg_for(tiny_folder, tmp_path), pairs, pairs[:2])
     assert set(before) == set(after) == {"loss", "accuracy", "margin"} and 0 <= after["accuracy"] <= 1
     assert len(align.series(history, "loss")) == 2
-    scores = align.reward_scores(model, tok, pairs[:2])
-    assert len(scores) == 2 and all(math.isfinite(s) for pair in scores for s in pair)
+    scores = align.reward_scores(model, tok, pairs[:3], batch_size=4)  # a batch of 4 texts and one of 2
+    assert len(scores) == 3 and all(math.isfinite(s) for pair in scores for s in pair)
+    # padded batches score each conversation as it scores alone (the last real token, not a pad)
+    import torch
+    with torch.no_grad():
+        for p, (chosen, rejected) in zip(pairs[:3], scores):
+            for side, got in (("chosen", chosen), ("rejected", rejected)):
+                ids = tok(tok.apply_chat_template(p["prompt"] + p[side], tokenize=False), return_tensors="pt",
+                          add_special_tokens=False)
+                assert got == pytest.approx(float(model(**ids).logits[0, 0]), abs=1e-4)
 
 
 def test_dpo_trains_and_reports_margins(tiny_folder, tmp_path):

@@ -69,6 +69,23 @@ def test_method_trains_only_its_parameters_and_reloads(case, tokenizer, tmp_path
         torch.testing.assert_close(reloaded(input_ids=ids).logits, model(input_ids=ids).logits, **tol)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_methods_that_start_as_the_base_compute_what_it_computes(case, tokenizer, tmp_path):
+    """Method.starts_as_base lets a comparison score the base once for all such methods: check it is true
+    (logits equal before any step) and false for the others (soft prompts and adapters change the output)."""
+    method = "lora" if case == "lora8" else case
+    base, bits = _tiny(tokenizer, case, tmp_path / "base")
+    ids = torch.tensor([tokenizer("A dictionary defines words.")["input_ids"]])
+    cfg = TrainConfig(method=method, bits=bits, lora_r=2, num_virtual_tokens=4, adapter_size=8, top_k_layers=1)
+    with torch.no_grad():
+        ref = base(input_ids=ids).logits
+        out = apply_method(base, cfg).eval()(input_ids=ids).logits[:, -ids.shape[1]:]
+    if METHODS[method].starts_as_base:
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    else:
+        assert (out - ref).abs().max() > 1e-4
+
+
 def test_houlsby_adapter_starts_near_identity(tiny_model):
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
@@ -91,3 +108,24 @@ def test_prompt_tuning_can_start_from_text(tiny_model, tokenizer, tmp_path):
     learned = model.prompt_encoder["default"].embedding.weight
     expected = tiny_model.get_input_embeddings().weight[torch.tensor(ids)]
     torch.testing.assert_close(learned, expected)
+
+
+def test_comparison_scores_a_shared_base_once(tiny_model, tokenizer, tmp_path):
+    """compare_methods: methods that start as the base share the first one's validation pass before training
+    (the same number it would compute itself); the others compute their own."""
+    from ftlab.compare import compare_methods, measure_run, variant
+    from ftlab.data import fit_to_length, sft_data
+    folder = tmp_path / "tiny"
+    tiny_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    cfg = TrainConfig(model=str(folder), dataset="definitions", max_steps=2, batch_size=2, seq_len=128, lora_r=2,
+                      num_virtual_tokens=4, output_dir=str(tmp_path / "cmp"))
+    train, val = sft_data(cfg, tokenizer, n_validation=2)
+    rows = {r["method"]: r for r in compare_methods(cfg, ["lora", "ia3", "prompt_tuning"], train, val, [],
+                                                   max_new_tokens=4)}
+    assert "val_before_from" not in rows["lora"] and rows["ia3"]["val_before_from"] == "lora"
+    assert rows["ia3"]["val_loss_before"] == rows["lora"]["val_loss_before"]
+    assert "val_before_from" not in rows["prompt_tuning"]
+    assert rows["prompt_tuning"]["val_loss_before"] != rows["lora"]["val_loss_before"]
+    own = measure_run(variant("ia3", cfg), train, val)  # what ia3 scores before training on its own
+    assert own["val_loss_before"] == pytest.approx(rows["ia3"]["val_loss_before"], rel=1e-5)
