@@ -34,6 +34,19 @@ def test_lab_has_one_parameters_cell_and_no_outputs(path):
 
 
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
+def test_lab_markdown_is_prose_not_commented_source(path):
+    """A markdown cell converted from a .py source with its comment marks left on renders every line as a
+    heading: the title as '# # Lab …', the prose as '# text'. Headings are short lines; prose is not one."""
+    nb = json.loads(path.read_text())
+    for i, c in enumerate(nb["cells"]):
+        if c["cell_type"] != "markdown":
+            continue
+        lines = [l for l in "".join(c["source"]).splitlines() if l.strip()]
+        assert not any(l.startswith("# #") for l in lines), (i, lines[0])
+        assert not any(re.match(r"#+ ", l) and len(l) > 90 for l in lines), (i, [l for l in lines if len(l) > 90][:1])
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
 def test_parameters_are_documented_for_papermill(path):
     import papermill as pm
     params = pm.inspect_notebook(str(path)).values()
