@@ -114,7 +114,7 @@ def test_comparison_scores_a_shared_base_once(tiny_model, tokenizer, tmp_path):
     """compare_methods: methods that start as the base share the first one's validation pass before training
     (the same number it would compute itself); the others compute their own."""
     from ftlab.compare import compare_methods, measure_run, variant
-    from ftlab.data import fit_to_length, sft_data
+    from ftlab.data import sft_data
     folder = tmp_path / "tiny"
     tiny_model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

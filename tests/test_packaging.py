@@ -42,8 +42,8 @@ def test_lab_markdown_is_prose_not_commented_source(path):
         if c["cell_type"] != "markdown":
             continue
         lines = [l for l in "".join(c["source"]).splitlines() if l.strip()]
-        assert not any(l.startswith("# #") for l in lines), (i, lines[0])
-        assert not any(re.match(r"#+ ", l) and len(l) > 90 for l in lines), (i, [l for l in lines if len(l) > 90][:1])
+        long_headings = [l for l in lines if l.startswith("# #") or (re.match(r"#+ ", l) and len(l) > 90)]
+        assert not long_headings, (i, long_headings[:1])
 
 
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.name)
