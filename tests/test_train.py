@@ -105,3 +105,36 @@ def test_a_failing_background_run_reports_the_error(tiny_model, tokenizer, tmp_p
     with pytest.raises(ValueError, match="train_records is empty"):
         run.wait(60)
     assert events[-1]["kind"] == "error" and not run.running
+
+
+def test_background_runs_share_one_long_lived_daemon_thread():
+    """PyTorch keeps per-thread caches (cuDNN attention graphs): every background run goes to the same thread,
+    one after another, and a run that fails does not take that thread down."""
+    from ftlab.train import Run
+    seen, gate = [], threading.Event()
+
+    def job(name, fail=False, wait_for=None):
+        def target(cb):
+            if wait_for is not None:
+                assert wait_for.wait(30)
+            seen.append((name, threading.current_thread()))
+            if fail:
+                raise RuntimeError("planted failure")
+            return name
+        return target
+
+    first = Run(job("first", wait_for=gate)).start(background=True)
+    second = Run(job("second", fail=True)).start(background=True)
+    assert first.running and second.running and not seen  # queued behind the first, which waits for the gate
+    gate.set()
+    first.wait(30)
+    with pytest.raises(RuntimeError, match="planted failure"):
+        second.wait(30)
+    third = Run(job("third")).start(background=True)
+    third.wait(30)
+    assert [n for n, _ in seen] == ["first", "second", "third"]
+    threads = {t for _, t in seen}
+    assert len(threads) == 1 and first.thread is second.thread is third.thread
+    (t,) = threads
+    assert t is not threading.current_thread() and t.daemon and t.name == "ftlab-train" and t.is_alive()
+    assert third.value == "third" and not third.running and third.done
