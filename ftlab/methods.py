@@ -252,6 +252,21 @@ def load_trained(base, folder):
     return model
 
 
+def nearest_vocabulary_tokens(model, tokenizer, k: int = 3, adapter: str = "default") -> list[dict]:
+    """For each learned virtual token of a prompt-tuning model (peft), the k vocabulary tokens nearest to it by
+    cosine similarity: {"virtual token", "nearest tokens", "cosine" (of the nearest)}.
+
+    Computed on the CPU in fp32 whatever the model's device and dtype: peft hands the prompt back on the CPU
+    (get_prompt_embedding_to_save) while the vocabulary stays where the model is (on a GPU the two met in one
+    matmul and failed), and the vocabulary (49k x 576 for SmolLM2) is small enough for the CPU."""
+    import torch.nn.functional as F
+    prompt = F.normalize(model.get_prompt_embedding_to_save(adapter).detach().float().cpu(), dim=-1)
+    vocab = F.normalize(model.get_input_embeddings().weight.detach().float().cpu(), dim=-1)
+    top = (prompt @ vocab.T).topk(k, dim=-1)
+    return [{"virtual token": i, "nearest tokens": " | ".join(repr(tokenizer.decode([int(t)])) for t in idx),
+             "cosine": float(val[0])} for i, (val, idx) in enumerate(zip(top.values, top.indices))]
+
+
 def check_setup(cfg, arch=None):
     """Checks that need the model's shape (config validation can't know it). Raises ConfigError naming the
     field. `arch`: ftlab.models.Arch; by default resolved from cfg.model (skipped if that can't be read)."""

@@ -129,3 +129,17 @@ def test_comparison_scores_a_shared_base_once(tiny_model, tokenizer, tmp_path):
     assert rows["prompt_tuning"]["val_loss_before"] != rows["lora"]["val_loss_before"]
     own = measure_run(variant("ia3", cfg), train, val)  # what ia3 scores before training on its own
     assert own["val_loss_before"] == pytest.approx(rows["ia3"]["val_loss_before"], rel=1e-5)
+
+
+def test_nearest_vocabulary_tokens_finds_the_tokens_a_prompt_was_set_to(tiny_model, tokenizer, tmp_path):
+    import torch
+    from ftlab.methods import nearest_vocabulary_tokens
+    model = apply_method(tiny_model, TrainConfig(method="prompt_tuning", num_virtual_tokens=4, output_dir=str(tmp_path)))
+    ids = tokenizer(" define the word", add_special_tokens=False)["input_ids"][:4]
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():  # virtual tokens placed exactly on real tokens' embeddings, one scaled (cosine ignores it)
+        model.prompt_encoder["default"].embedding.weight[:len(ids)] = emb[ids] * torch.tensor([[1.0]] * (len(ids) - 1) + [[3.0]])
+    rows = nearest_vocabulary_tokens(model, tokenizer, k=2)
+    assert [r["virtual token"] for r in rows] == list(range(4))
+    for r, i in zip(rows, ids):
+        assert r["nearest tokens"].split(" | ")[0] == repr(tokenizer.decode([i])) and abs(r["cosine"] - 1) < 1e-5
