@@ -66,7 +66,7 @@ def main():
     from ftlab.data import sft_data
     from ftlab.methods import apply_method
     from ftlab.models import load_model
-    from ftlab.train import TRAINING_THREAD, Run, sft_config, train_sft
+    from ftlab.train import Run, sft_config, train_sft
     from ftlab.widgets import LossPlot, MemoryPlot, TrainingProgress
 
     datasets.disable_progress_bars()
@@ -96,20 +96,8 @@ def main():
             t = threading.Thread(target=trainer.train)
             t.start()
             t.join()
-        elif thread == "ftlab":  # the long-lived thread ftlab's background runs use
-            done, failed = threading.Event(), []
-
-            def job():
-                try:
-                    trainer.train()
-                except BaseException as e:  # handed back to this thread
-                    failed.append(e)
-                finally:
-                    done.set()
-            TRAINING_THREAD.submit(job)
-            done.wait()
-            if failed:
-                raise failed[0]
+        elif thread == "ftlab":  # the long-lived thread ftlab's background runs use (Run hands errors back)
+            Run(lambda cb: trainer.train()).start(background=True).wait()
         else:
             trainer.train()
         return clock.tokens_per_s
