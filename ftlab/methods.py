@@ -32,6 +32,8 @@ class Method:
     # before any step the model computes exactly what its base computes (LoRA's B and DoRA's update start at 0,
     # IA3's scales at 1; selective methods change nothing): a comparison scores such bases once
     starts_as_base: bool = False
+    # the TrainConfig fields that shape this method (the panel shows only these of the method-specific ones)
+    knobs: tuple[str, ...] = ()
 
     def trainable_count(self, cfg, model) -> int:
         """Parameters this method trains on `model` (a preset, hub id, folder or config), as peft counts them."""
@@ -120,31 +122,34 @@ def _adapter(cfg, model):
     add_adapters(model, cfg.adapter_size)
 
 
+_LORA_KNOBS = ("lora_r", "lora_alpha", "lora_targets")
+METHOD_KNOBS = ("lora_r", "lora_alpha", "lora_targets", "num_virtual_tokens", "adapter_size", "top_k_layers")
+
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("full", "full", "every weight is trained", "full", lr=5e-5, starts_as_base=True),
     Method("lora", "reparameterisation", "W + (alpha/r)·B·A with rank-r A, B on the chosen linear layers", "lora",
-           peft_config=_lora, starts_as_base=True),
+           peft_config=_lora, starts_as_base=True, knobs=_LORA_KNOBS),
     Method("dora", "reparameterisation", "LoRA on the direction, a learned magnitude per column", "dora",
-           peft_config=lambda c, m: _lora(c, m, dora=True), starts_as_base=True),
+           peft_config=lambda c, m: _lora(c, m, dora=True), starts_as_base=True, knobs=_LORA_KNOBS),
     Method("qlora", "reparameterisation", "LoRA on a 4-bit NF4 base, adapters in higher precision", "qlora",
-           peft_config=_lora, needs_bits=4, starts_as_base=True),
+           peft_config=_lora, needs_bits=4, starts_as_base=True, knobs=_LORA_KNOBS),
     Method("ia3", "additive", "learned vectors rescale keys, values and MLP activations", "ia3", peft_config=_ia3,
            lr=5e-3, starts_as_base=True),
     Method("prompt_tuning", "additive", "learned virtual-token embeddings before the input", "prompt_tuning",
-           peft_config=_prompt_tuning, lr=3e-2),
+           peft_config=_prompt_tuning, lr=3e-2, knobs=("num_virtual_tokens",)),
     Method("prefix_tuning", "additive", "learned keys and values prepended in every layer", "prefix_tuning",
-           peft_config=_prefix_tuning, lr=1e-2),
+           peft_config=_prefix_tuning, lr=1e-2, knobs=("num_virtual_tokens",)),
     # p-tuning at 5e-3 diverged (val loss 4.88 -> 5.43 in 4 steps, SmolLM2, definitions, seed 0); 1e-3: 4.47
     Method("p_tuning", "additive", "virtual tokens produced by a small prompt encoder (MLP)", "p_tuning",
-           peft_config=_p_tuning, lr=1e-3),
+           peft_config=_p_tuning, lr=1e-3, knobs=("num_virtual_tokens",)),
     Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit, lr=1e-3,
            starts_as_base=True),
     Method("ln_tuning", "selective", "only the layer norms' scales are trained", "ln_tuning", peft_config=_ln_tuning,
            lr=5e-3, starts_as_base=True),
     Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k, lr=1e-4,
-           starts_as_base=True),
+           starts_as_base=True, knobs=("top_k_layers",)),
     Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, up, residual)",
-           "adapter", freeze=_adapter, lr=1e-3),
+           "adapter", freeze=_adapter, lr=1e-3, knobs=("adapter_size",)),
 ]}
 
 

@@ -132,3 +132,30 @@ def test_panel_checks_what_needs_the_model(monkeypatch):
     panel.fields["bits"].value = 16
     panel.fields["bits"].value = 4
     assert panel.error is None and panel.config.method == "qlora" and panel.config.bits == 4
+
+
+def test_panel_shows_only_the_chosen_methods_fields_and_keeps_the_hidden_values():
+    panel = ConfigPanel(TrainConfig(method="lora", lora_r=16, num_virtual_tokens=12))
+
+    def shown():
+        return {n for n, w in panel.fields.items() if w.layout.display != "none"}
+    assert {"lora_r", "lora_alpha", "lora_targets"} <= shown()
+    assert not {"num_virtual_tokens", "adapter_size", "top_k_layers", "quant_type", "double_quant"} & shown()
+    assert len({id(w.layout) for w in panel.fields.values()}) == len(panel.fields)  # hiding one hides no other
+    panel.fields["method"].value = "prompt_tuning"
+    assert "num_virtual_tokens" in shown() and not {"lora_r", "lora_alpha", "lora_targets"} & shown()
+    assert "a usual learning rate for prompt_tuning: 0.03" in panel.summary.value
+    assert panel.config.lora_r == 16 and panel.config.num_virtual_tokens == 12
+    panel.fields["method"].value = "top_k"
+    assert "top_k_layers" in shown() and "num_virtual_tokens" not in shown()
+    panel.fields["method"].value = "adapter"
+    assert "adapter_size" in shown() and "top_k_layers" not in shown()
+    panel.fields["method"].value = "lora"
+    panel.fields["bits"].value = 4
+    assert {"quant_type", "double_quant", "lora_r"} <= shown()
+    panel.fields["bits"].value = 16
+    panel.fields["lora_alpha"].value = -1.0        # an error in a field the next method hides ...
+    panel.fields["method"].value = "ia3"
+    assert panel.error.field == "lora_alpha" and "lora_alpha" in shown()   # ... keeps it in view until fixed
+    panel.fields["lora_alpha"].value = 16.0
+    assert panel.error is None and "lora_alpha" not in shown() and panel.config.method == "ia3"

@@ -1,7 +1,8 @@
 """ConfigPanel: edit a TrainConfig with widgets; invalid values get an inline message, never a traceback.
 
 The panel is built from the lab's parameters, so a papermill run (which clicks nothing) uses exactly
-them; `panel.config` is the current valid config. Later panels add the memory estimate beside it.
+them; `panel.config` is the current valid config. Its readout shows the memory estimate and whether it
+fits the target GPU; of the method-specific fields it shows those of the chosen method only.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import ipywidgets as W
 
 from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, ConfigError, TrainConfig
 from ftlab.memory import GPUS
-from ftlab.methods import METHODS, check_setup
+from ftlab.methods import METHOD_KNOBS, METHODS, check_setup
 from ftlab.models import PRESETS
 from ftlab.results import inside
 
@@ -24,40 +25,44 @@ class ConfigPanel:
     def __init__(self, config: TrainConfig):
         self.config = config
         self.error: ConfigError | None = None
-        c, style, wide = config, {"description_width": "150px"}, W.Layout(width="420px")
+        c, style = config, {"description_width": "150px"}
+
+        def wide():  # a Layout each: fields are hidden one by one through their layout
+            return W.Layout(width="420px")
         # the run folder is chosen by name inside the lab's output root: a typed path cannot escape it
         self.output_root = str(Path(c.output_dir).parent)
         trainable = [p.name for p in PRESETS.values() if not p.calculator_only]
         self.fields = {
             "model": W.Combobox(value=c.model, options=trainable, description="model", ensure_option=False,
-                                placeholder="preset, hub id or folder", style=style, layout=wide),
-            "method": W.Dropdown(value=c.method, options=list(METHODS), description="method", style=style, layout=wide),
+                                placeholder="preset, hub id or folder", style=style, layout=wide()),
+            "method": W.Dropdown(value=c.method, options=list(METHODS), description="method", style=style, layout=wide()),
             "lora_r": W.SelectionSlider(value=c.lora_r, options=sorted(set(RANKS) | {c.lora_r}),
-                                        description="LoRA rank r", style=style, layout=wide),
-            "lora_alpha": W.FloatText(value=c.lora_alpha, description="LoRA alpha", style=style, layout=wide),
+                                        description="LoRA rank r", style=style, layout=wide()),
+            "lora_alpha": W.FloatText(value=c.lora_alpha, description="LoRA alpha", style=style, layout=wide()),
             "lora_targets": W.Combobox(value=c.lora_targets if isinstance(c.lora_targets, str) else ",".join(c.lora_targets),
-                                       options=list(TARGET_SHORTCUTS), ensure_option=False, style=style, layout=wide,
+                                       options=list(TARGET_SHORTCUTS), ensure_option=False, style=style, layout=wide(),
                                        description="target modules", placeholder="q,v · all-linear · or q_proj,up_proj"),
             "num_virtual_tokens": W.IntText(value=c.num_virtual_tokens, description="virtual tokens", style=style,
-                                            layout=wide),
-            "adapter_size": W.IntText(value=c.adapter_size, description="adapter bottleneck", style=style, layout=wide),
-            "top_k_layers": W.IntText(value=c.top_k_layers, description="top-k blocks trained", style=style, layout=wide),
-            "bits": W.Dropdown(value=c.bits, options=list(BITS), description="base weight bits", style=style, layout=wide),
+                                            layout=wide()),
+            "adapter_size": W.IntText(value=c.adapter_size, description="adapter bottleneck", style=style, layout=wide()),
+            "top_k_layers": W.IntText(value=c.top_k_layers, description="top-k blocks trained", style=style, layout=wide()),
+            "bits": W.Dropdown(value=c.bits, options=list(BITS), description="base weight bits", style=style, layout=wide()),
             "quant_type": W.Dropdown(value=c.quant_type, options=list(QUANT_TYPES), description="4-bit type",
-                                     style=style, layout=wide),
+                                     style=style, layout=wide()),
             "double_quant": W.Checkbox(value=c.double_quant, description="double quantisation (4-bit)", style=style,
-                                       indent=False),
-            "batch_size": W.IntText(value=c.batch_size, description="batch size", style=style, layout=wide),
-            "seq_len": W.IntText(value=c.seq_len, description="sequence length", style=style, layout=wide),
-            "max_steps": W.IntText(value=c.max_steps, description="steps", style=style, layout=wide),
-            "learning_rate": W.FloatText(value=c.learning_rate, description="learning rate", style=style, layout=wide),
+                                       indent=False, layout=wide()),
+            "batch_size": W.IntText(value=c.batch_size, description="batch size", style=style, layout=wide()),
+            "seq_len": W.IntText(value=c.seq_len, description="sequence length", style=style, layout=wide()),
+            "max_steps": W.IntText(value=c.max_steps, description="steps", style=style, layout=wide()),
+            "learning_rate": W.FloatText(value=c.learning_rate, description="learning rate", style=style, layout=wide()),
             "gradient_checkpointing": W.Checkbox(value=c.gradient_checkpointing, description="gradient checkpointing",
-                                                 style=style, indent=False),
-            "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style, layout=wide),
-            "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="target GPU", style=style, layout=wide),
-            "output_dir": W.Text(value=Path(c.output_dir).name, description=f"run folder in {self.output_root}/",
-                                 style=style, layout=wide),
+                                                 style=style, indent=False, layout=wide()),
+            "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style, layout=wide()),
+            "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="target GPU", style=style, layout=wide()),
+            "output_dir": W.Text(value=Path(c.output_dir).name, description="run folder", style=style, layout=wide(),
+                                 tooltip=f"a folder name inside {self.output_root}/"),
             "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
+                                            layout=W.Layout(width="560px"),  # its description in full
                                             description="trust remote code (off: model code from the hub is never run)"),
         }
         self.message = W.HTML()
@@ -103,14 +108,17 @@ class ConfigPanel:
                 cb(self.config, self.estimate)
 
     def _show(self):
+        self._show_relevant_fields()
         if self.error:
             self.message.value = (f"<span style='color:#b00020'>⚠ <b>{html.escape(self.error.field)}</b>: "
                                   f"{html.escape(str(self.error))}</span>")
         else:
             self.message.value = ""
-        c = self.config
-        self.summary.value = (f"<span style='color:#555'>{html.escape(c.method)}: {html.escape(METHODS[c.method].summary)} · "
-                              f"{c.batch_size}×{c.seq_len} = {c.batch_size * c.seq_len} tokens a step</span>")
+        c, m = self.config, METHODS[self.config.method]
+        self.summary.value = (f"<span style='color:#555'>{html.escape(c.method)}: {html.escape(m.summary)}<br>"
+                              f"{c.batch_size}×{c.seq_len} = {c.batch_size * c.seq_len} tokens a step · "
+                              f"a usual learning rate for {html.escape(c.method)}: {m.lr:g} · "
+                              f"saves to {html.escape(c.output_dir)}</span>")
         try:
             e = self.estimate = c.memory_estimate()
         except Exception as err:  # e.g. a hub id whose config can't be read offline
@@ -124,6 +132,17 @@ class ConfigPanel:
         self.estimate_readout.value = (f"<b>Estimated GPU memory: {e.total_gib:.2f} GiB</b> {badge} "
                                        f"{html.escape(str(e.fits))}<br><span style='color:#555;font-size:90%'>"
                                        f"{parts} (GiB)</span>")
+
+    def _show_relevant_fields(self):
+        """Show the method-specific fields of the chosen method only (a rank means nothing to prompt tuning),
+        and the 4-bit fields only at 4 bits. Hidden fields keep their values; a field in error stays shown."""
+        method = self.fields["method"].value
+        knobs = METHODS[method].knobs if method in METHODS else ()
+        four_bit = method == "qlora" or self.fields["bits"].value == 4
+        for name, w in self.fields.items():
+            shown = ((name not in METHOD_KNOBS or name in knobs) and (name not in ("quant_type", "double_quant") or four_bit)
+                     or (self.error is not None and self.error.field == name))
+            w.layout.display = None if shown else "none"
 
     def _ipython_display_(self):
         from IPython.display import display
