@@ -159,3 +159,38 @@ def test_panel_shows_only_the_chosen_methods_fields_and_keeps_the_hidden_values(
     assert panel.error.field == "lora_alpha" and "lora_alpha" in shown()   # ... keeps it in view until fixed
     panel.fields["lora_alpha"].value = 16.0
     assert panel.error is None and "lora_alpha" not in shown() and panel.config.method == "ia3"
+
+
+def test_throttle_keeps_even_slow_redraws_to_a_small_share_of_training():
+    from ftlab.widgets.plots import Throttle
+    clock, draws = [0.0], []
+
+    def redraw(cost):
+        draws.append(clock[0])
+        clock[0] += cost
+
+    t = Throttle(0.5, share=0.01, clock=lambda: clock[0])
+    for _ in range(1000):              # 10 s of 10-ms steps, each redraw taking 20 ms
+        t(lambda: redraw(0.02))
+        clock[0] += 0.01
+    assert abs(t.interval - 0.02 / 0.01) < 1e-9 and 0.02 * (len(draws) - 1) / clock[0] <= 0.01  # the first draw is free
+    assert all(b - a >= 1.999 for a, b in zip(draws, draws[1:]))
+    n = len(draws)
+    t(lambda: redraw(0.0), force=True)  # eval and end events always draw
+    assert len(draws) == n + 1
+    t0, every = Throttle(0, clock=lambda: clock[0]), []
+    for _ in range(5):
+        t0(lambda: every.append(1))
+    assert len(every) == 5               # min_interval_s=0: every event
+
+
+def test_live_plots_send_arrays_and_relayout_only_on_change():
+    import numpy as np
+    from ftlab.widgets import MemoryPlot
+    plot, relayouts = MemoryPlot(min_interval_s=0), []
+    plot.widget._send_relayout_msg = lambda *a, **k: relayouts.append(a)
+    for s in range(1, 4):
+        plot({"kind": "step", "step": s, "memory_gib": 1.0, "peak_memory_gib": 1.5, "memory_kind": "cuda allocated"})
+    assert len(relayouts) == 1 and plot.widget.layout.yaxis.title.text == "GiB (cuda allocated)"
+    # numpy arrays go to the browser as binary buffers: a redraw costs about the same at any length
+    assert isinstance(plot.widget.data[0].y, np.ndarray) and list(plot.widget.data[1].y) == [1.5, 1.5, 1.5]
