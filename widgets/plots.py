@@ -117,7 +117,6 @@ class TrainingProgress:
             self.label.value = (f"{'stopped' if res.stopped else 'done'}: {res.steps} steps in {res.seconds:.0f} s "
                                 f"· last loss {res.last_loss:.3f}")
 
-
     def _show_step(self, event: dict) -> None:
         self.bar.value = event["step"]
         self.label.value = (f"{event['step']}/{event['max_steps']} · loss {event['loss']:.3f} · "
