@@ -135,7 +135,9 @@ def test_panel_checks_what_needs_the_model(monkeypatch):
 
 
 def test_panel_shows_only_the_chosen_methods_fields_and_keeps_the_hidden_values():
+    from ftlab.methods import METHOD_KNOBS, METHODS
     panel = ConfigPanel(TrainConfig(method="lora", lora_r=16, num_virtual_tokens=12))
+    assert all(set(m.knobs) <= set(METHOD_KNOBS) for m in METHODS.values()) and set(METHOD_KNOBS) <= set(panel.fields)
 
     def shown():
         return {n for n, w in panel.fields.items() if w.layout.display != "none"}
