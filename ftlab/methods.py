@@ -123,7 +123,6 @@ def _adapter(cfg, model):
 
 
 _LORA_KNOBS = ("lora_r", "lora_alpha", "lora_targets")
-METHOD_KNOBS = ("lora_r", "lora_alpha", "lora_targets", "num_virtual_tokens", "adapter_size", "top_k_layers")
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("full", "full", "every weight is trained", "full", lr=5e-5, starts_as_base=True),
@@ -151,6 +150,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, up, residual)",
            "adapter", freeze=_adapter, lr=1e-3, knobs=("adapter_size",)),
 ]}
+# every method-specific field, in the table's order
+METHOD_KNOBS: tuple[str, ...] = tuple(dict.fromkeys(k for m in METHODS.values() for k in m.knobs))
 
 
 def check_targets(model, targets):

@@ -136,13 +136,14 @@ class ConfigPanel:
     def _show_relevant_fields(self):
         """Show the method-specific fields of the chosen method only (a rank means nothing to prompt tuning),
         and the 4-bit fields only at 4 bits. Hidden fields keep their values; a field in error stays shown."""
-        method = self.fields["method"].value
-        knobs = METHODS[method].knobs if method in METHODS else ()
-        four_bit = method == "qlora" or self.fields["bits"].value == 4
+        method = METHODS[self.fields["method"].value]
+        hidden = set(METHOD_KNOBS) - set(method.knobs)
+        if 4 not in (method.needs_bits, self.fields["bits"].value):
+            hidden |= {"quant_type", "double_quant"}
+        if self.error is not None:
+            hidden.discard(self.error.field)
         for name, w in self.fields.items():
-            shown = ((name not in METHOD_KNOBS or name in knobs) and (name not in ("quant_type", "double_quant") or four_bit)
-                     or (self.error is not None and self.error.field == name))
-            w.layout.display = None if shown else "none"
+            w.layout.display = "none" if name in hidden else None
 
     def _ipython_display_(self):
         from IPython.display import display
