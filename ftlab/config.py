@@ -6,9 +6,11 @@ whose message names the field, the bad value and what is allowed.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import asdict, dataclass, fields
+
+from ftlab.errors import (ConfigError, check_bool, check_choice, check_int, check_number, check_strings,  # noqa: F401
+                          check_text)
 
 BITS = (32, 16, 8, 4)
 QUANT_TYPES = ("nf4", "fp4")
@@ -19,16 +21,6 @@ TARGET_SHORTCUTS = {  # LoRA target presets, by the names Llama-style models use
     "q,k,v,o": ["q_proj", "k_proj", "v_proj", "o_proj"],
     "all-linear": "all-linear",
 }
-
-
-class ConfigError(ValueError):
-    """A configuration value is out of range; `.field` names it (widgets show it inline)."""
-
-    def __init__(self, field_name: str, value, allowed: str):
-        self.field = field_name
-        self.value = value
-        self.allowed = allowed
-        super().__init__(f"{field_name}={value!r} is not allowed: {allowed}")
 
 
 @dataclass
@@ -63,49 +55,63 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> "TrainConfig":
+        """Check every field (ConfigError names the first bad one) and normalise what is equal but written
+        otherwise: numpy integers become int, `~` in output_dir becomes the home folder."""
         from ftlab.methods import METHODS  # the method table is the single list of methods
 
-        _choice("method", self.method, METHODS)
-        _int_range("lora_r", self.lora_r, 1, 4096)
-        _positive("lora_alpha", self.lora_alpha)
-        if not isinstance(self.lora_dropout, (int, float)) or not 0 <= self.lora_dropout < 1:
-            raise ConfigError("lora_dropout", self.lora_dropout, "a number in [0, 1)")
+        self.method = check_choice("method", self.method, METHODS)
+        self.lora_r = check_int("lora_r", self.lora_r, 1, 4096)
+        self.lora_alpha = check_number("lora_alpha", self.lora_alpha, 0, lo_open=True)
+        try:
+            self.lora_dropout = check_number("lora_dropout", self.lora_dropout, 0, 1, hi_open=True)
+        except ConfigError:
+            raise ConfigError("lora_dropout", self.lora_dropout, "a number in [0, 1)") from None
         targets = self.lora_targets
         if isinstance(targets, str):
             if targets not in TARGET_SHORTCUTS:
                 raise ConfigError("lora_targets", targets, f"one of {list(TARGET_SHORTCUTS)} or a list of module names")
-        elif not (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)):
-            raise ConfigError("lora_targets", targets, "a non-empty list of module names such as ['q_proj', 'v_proj']")
-        _int_range("num_virtual_tokens", self.num_virtual_tokens, 1, 1024)
-        if not isinstance(self.prompt_init_text, str):
-            raise ConfigError("prompt_init_text", self.prompt_init_text, "a string ('' for random initialisation)")
-        _int_range("adapter_size", self.adapter_size, 1, 65536)
-        _int_range("top_k_layers", self.top_k_layers, 1, 1024)
-        _choice("bits", self.bits, BITS)
-        _choice("quant_type", self.quant_type, QUANT_TYPES)
-        if self.method == "qlora" and self.bits != 4:
-            raise ConfigError("bits", self.bits, "4 with method='qlora' (QLoRA is LoRA on a 4-bit base)")
-        if self.bits in (8, 4) and self.method in ("full", "bitfit", "top_k"):
+        else:
+            if isinstance(targets, (list, tuple)) and not targets:
+                raise ConfigError("lora_targets", targets, "a non-empty list of module names such as ['q_proj', 'v_proj']")
+            self.lora_targets = check_strings("lora_targets", targets)
+            if not all(t.strip() for t in self.lora_targets) or len(set(self.lora_targets)) != len(self.lora_targets):
+                raise ConfigError("lora_targets", targets, "a list of distinct, non-empty module names "
+                                  "such as ['q_proj', 'v_proj']")
+        self.num_virtual_tokens = check_int("num_virtual_tokens", self.num_virtual_tokens, 1, 1024)
+        self.prompt_init_text = check_text("prompt_init_text", self.prompt_init_text, allow_empty=True)
+        self.adapter_size = check_int("adapter_size", self.adapter_size, 1, 65536)
+        self.top_k_layers = check_int("top_k_layers", self.top_k_layers, 1, 1024)
+        self.bits = check_choice("bits", self.bits, BITS)
+        self.quant_type = check_choice("quant_type", self.quant_type, QUANT_TYPES)
+        method = METHODS[self.method]
+        if method.needs_bits and self.bits != method.needs_bits:
+            raise ConfigError("bits", self.bits, f"{method.needs_bits} with method={self.method!r} "
+                              "(QLoRA is LoRA on a 4-bit base)")
+        if self.bits in (8, 4) and method.trains_base:
             raise ConfigError("bits", self.bits, f"16 or 32 with method={self.method!r}: quantised weights "
                               "cannot be trained directly (train adapters on them: lora, qlora, ia3, ...)")
-        _int_range("max_steps", self.max_steps, 1, 10_000_000)
-        _int_range("batch_size", self.batch_size, 1, 65536)
-        _int_range("seq_len", self.seq_len, 8, 1_048_576)
-        _positive("learning_rate", self.learning_rate, upper=1.0)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        self.max_steps = check_int("max_steps", self.max_steps, 1, 10_000_000)
+        self.batch_size = check_int("batch_size", self.batch_size, 1, 65536)
+        self.seq_len = check_int("seq_len", self.seq_len, 8, 1_048_576)
+        self.learning_rate = check_number("learning_rate", self.learning_rate, 0, 1.0, lo_open=True)
+        self.optimizer = check_choice("optimizer", self.optimizer, OPTIMIZERS)
         from ftlab.memory import GPUS
-        _choice("gpu", self.gpu, GPUS)
-        _int_range("eval_examples", self.eval_examples, 0, 100_000)
-        _int_range("seed", self.seed, 0, 2**32 - 1)
+        self.gpu = check_choice("gpu", self.gpu, GPUS)
+        self.eval_examples = check_int("eval_examples", self.eval_examples, 0, 100_000)
+        self.seed = check_int("seed", self.seed, 0, 2**32 - 1)
         for name in ("gradient_checkpointing", "trust_remote_code", "double_quant"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(name, getattr(self, name), "True or False")
+            setattr(self, name, check_bool(name, getattr(self, name)))
         for name in ("model", "dataset", "output_dir"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.strip():
-                raise ConfigError(name, value, "a non-empty string")
-        if os.path.isfile(self.output_dir):  # writability is checked when a run starts (results.check_output_dir)
+            check_text(name, getattr(self, name))
+        if self.output_dir.startswith("~"):  # "~/run" is the home folder's run, not a folder named "~" here
+            self.output_dir = os.path.expanduser(self.output_dir)
+        if os.path.isfile(self.output_dir):  # writability is checked when a run starts (files.check_output_dir)
             raise ConfigError("output_dir", self.output_dir, "a folder (this path is an existing file)")
+        if self.method == "prefix_tuning" and self.gradient_checkpointing:
+            raise ConfigError("gradient_checkpointing", True, "False with method='prefix_tuning': peft's prefix "
+                              "keys and values go into the attention cache, which recomputing the blocks in the "
+                              "backward pass does not replay (it fails at the first step); prefix tuning keeps "
+                              "few activations of its own, so lower batch_size or seq_len instead")
         return self
 
     @property
@@ -133,26 +139,21 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, params: dict) -> "TrainConfig":
-        """Build from a lab's parameters: names that aren't config fields are ignored."""
-        names = {f.name for f in fields(cls)}
+        """Build from a lab's parameters.
+
+        A notebook's namespace (`globals()`, recognised by its `__name__`) holds every variable of the lab, so
+        only the names that are config fields are taken from it. Any other dict must hold config fields only:
+        a misspelt name (`lora_rank=64`) is refused with the nearest field, never dropped (the run would use
+        r = 8 without a word)."""
+        if not isinstance(params, dict):
+            raise ConfigError("params", params, "a dict of TrainConfig fields, or a notebook's globals()")
+        names = [f.name for f in fields(cls)]
+        if "__name__" not in params:
+            unknown = [k for k in params if k not in names]
+            if unknown:
+                import difflib
+                near = difflib.get_close_matches(str(unknown[0]), names, n=1, cutoff=0.6)
+                hint = f"did you mean {near[0]!r}? " if near else ""
+                raise ConfigError(str(unknown[0]), params[unknown[0]], f"{hint}it is not a TrainConfig field; "
+                                  f"the fields are {names}")
         return cls(**{k: v for k, v in params.items() if k in names})
-
-
-def _choice(name, value, allowed):
-    if value not in allowed:
-        raise ConfigError(name, value, f"one of {list(allowed)}")
-
-
-def _int_range(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(name, value, f"an integer from {lo} to {hi}")
-    if not lo <= value <= hi:
-        raise ConfigError(name, value, f"an integer from {lo} to {hi}")
-
-
-def _positive(name, value, upper=None):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if ok and upper is not None and value > upper:
-        ok = False
-    if not ok:
-        raise ConfigError(name, value, "a finite number > 0" + (f" and ≤ {upper}" if upper else ""))

@@ -17,6 +17,8 @@ import json
 import random
 from pathlib import Path
 
+from ftlab.errors import DataError  # noqa: F401  (re-exported: ftlab.data.DataError)
+
 DATA_DIR = Path(__file__).resolve().parent / "datasets"
 SPLITS = ("train", "validation", "test")
 
@@ -57,22 +59,19 @@ TEMPLATES = {
 }
 
 
-class DataError(ValueError):
-    """A dataset name, file or record is unusable; the message says which and where."""
-
-
 def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
 def read_jsonl(path, required: tuple = ()) -> list[dict]:
-    """Read a JSON-lines file strictly: a bad line raises DataError naming the file and line number."""
-    path = Path(path)
+    """Read a JSON-lines file strictly: a bad line raises DataError naming the file and line number. Each
+    `required` field must be present and a non-empty string ("split" may be empty)."""
+    path = Path(path).expanduser()
     rows = []
     try:
         raw = path.read_bytes()
     except OSError as e:
-        raise DataError(f"dataset file {str(path)!r} cannot be read: {e.strerror}") from None
+        raise DataError(f"dataset file {str(path)!r} cannot be read: {e.strerror}", field="dataset") from None
     for no, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -80,23 +79,95 @@ def read_jsonl(path, required: tuple = ()) -> list[dict]:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
             raise DataError(f"{path}:{no}: not UTF-8 (byte {line[e.start]:#04x} at column {e.start + 1}); "
-                            "save the file as UTF-8") from None
+                            "save the file as UTF-8", field="dataset") from None
         try:
             row = json.loads(text)
         except json.JSONDecodeError as e:
             raise DataError(f"{path}:{no}: malformed JSON ({e.msg} at column {e.colno}); "
-                            "each line must be one JSON object") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{no}: a JSON object is required, got {type(row).__name__}")
-        for key in required:
-            if key not in row:
-                raise DataError(f"{path}:{no}: missing field {key!r}; required fields: {list(required)}")
-            if isinstance(row[key], str) and not row[key].strip() and key != "split":
-                raise DataError(f"{path}:{no}: field {key!r} is empty")
+                            "each line must be one JSON object", field="dataset") from None
+        _check_row(row, required, f"{path}:{no}")
         rows.append(row)
     if not rows:
-        raise DataError(f"dataset file {str(path)!r} is empty: at least one record is required")
+        raise DataError(f"dataset file {str(path)!r} is empty: at least one record is required", field="dataset")
     return rows
+
+
+def _check_row(row, required: tuple, where: str) -> None:
+    """One stored record: a JSON object whose required fields are present, strings, and (but "split") not empty."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: a JSON object is required, got {type(row).__name__} {_short(row)}", field="dataset")
+    for key in required:
+        if key not in row:
+            raise DataError(f"{where}: missing field {key!r}; required fields: {list(required)} "
+                            f"(this record has {sorted(row)})", field="dataset")
+        value = row[key]
+        if not isinstance(value, str):
+            raise DataError(f"{where}: field {key!r} must be a string, got {type(value).__name__} {_short(value)}",
+                            field="dataset")
+        if not value.strip() and key != "split":
+            raise DataError(f"{where}: field {key!r} is empty", field="dataset")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_json(path, required: tuple = ()) -> list[dict]:
+    """A .json file holding a list of records (a JSON array of objects), checked as read_jsonl checks lines."""
+    path = Path(path).expanduser()
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise DataError(f"dataset file {str(path)!r} cannot be read: {e.strerror}", field="dataset") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8; save the file as UTF-8", field="dataset") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON ({e.msg} at line {e.lineno}, column {e.colno})",
+                        field="dataset") from None
+    if isinstance(data, dict):
+        raise DataError(f"{path}: a JSON array of records is required, got an object with keys {sorted(data)[:5]} "
+                        "(a list of {\"prompt\": ..., \"completion\": ...} objects; or one object a line as .jsonl)",
+                        field="dataset")
+    if not isinstance(data, list):
+        raise DataError(f"{path}: a JSON array of records is required, got {type(data).__name__}", field="dataset")
+    for i, row in enumerate(data):
+        _check_row(row, required, f"{path} record {i}")
+    if not data:
+        raise DataError(f"dataset file {str(path)!r} is empty: at least one record is required", field="dataset")
+    return data
+
+
+USER_FILE_FIELDS = ("prompt", "completion")
+USER_VALIDATION_SHARE = 0.1  # a user's file without a "split" field: this share (≥ 1 record) is held out
+
+
+def _user_file_rows(path: Path, split: str, seed: int) -> list[dict]:
+    """A user's .jsonl/.json file of prompt/completion records. With a "split" field in every record, its
+    values choose the rows; without one, a seeded shuffle holds out 10 % (at least one record) as the
+    validation split, which also serves as test, and says so: validation never repeats training data."""
+    read = read_json if path.suffix == ".json" else read_jsonl
+    rows = read(path, USER_FILE_FIELDS)
+    if all("split" in r for r in rows):
+        values = sorted({str(r["split"]) for r in rows})
+        unknown = [v for v in values if v not in SPLITS]
+        if unknown:
+            raise DataError(f"{path}: split values {unknown} are not allowed: one of {list(SPLITS)}", field="dataset")
+        return [r for r in rows if r["split"] == split]
+    if any("split" in r for r in rows):
+        raise DataError(f"{path}: some records have a 'split' field and some do not: give it to all or none",
+                        field="dataset")
+    if len(rows) < 2:
+        raise DataError(f"{path}: {len(rows)} record: at least 2 are needed, one to train on and one held out "
+                        "(or give each record a 'split' field)", field="dataset")
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = max(1, round(len(rows) * USER_VALIDATION_SHARE))
+    picked = order[:held] if split in ("validation", "test") else order[held:]
+    if split == "train":
+        print(f"ftlab: {path.name} has no 'split' field: {len(rows) - held} records train, {held} are held out "
+              f"(seed={seed}) as the validation and test split")
+    return [rows[i] for i in sorted(picked)]
 
 
 def arithmetic(n: int, seed: int = 0, max_value: int = 999) -> list[dict]:
@@ -141,31 +212,50 @@ def _arithmetic_split(split: str, n: int | None, seed: int) -> list[dict]:
 def load_records(name: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
     """Records of one split as {"source", "target", "task", ...} (or preference records as stored).
 
-    Raises DataError for an unknown name or split, a malformed file, or an empty result.
+    `name`: an embedded dataset, a .jsonl or .json file of {"prompt", "completion"} records (`~` expanded;
+    see _user_file_rows for its splits), or a hub id (owner/name, online). Raises DataError for an unknown
+    name or split, a malformed file, or an empty result.
     """
+    from ftlab.errors import check_int, check_text
+    check_text("dataset", name, error=DataError)
     if split not in SPLITS:
-        raise DataError(f"split={split!r} is not allowed: one of {list(SPLITS)}")
+        raise DataError(f"split={split!r} is not allowed: one of {list(SPLITS)}", field="split")
+    if n is not None:
+        n = check_int("n", n, 1, error=DataError)
+    seed = check_int("seed", seed, 0, error=DataError)
+    path = Path(name).expanduser()
     if name in DATASETS:
         file, task, fmap = DATASETS[name]
         if file is None:  # generated by code
             rows = _arithmetic_split(split, n, seed)
         else:
             rows = [r for r in read_jsonl(DATA_DIR / file, REQUIRED.get(name, ())) if r["split"] == split]
-    elif Path(name).suffix == ".jsonl":
+    elif path.suffix in (".jsonl", ".json") or path.exists():
+        if path.is_dir() or path.suffix not in (".jsonl", ".json"):
+            raise DataError(f"dataset={name!r} is a local {'folder' if path.is_dir() else 'file'}: give a .jsonl "
+                            "file (one JSON object a line) or a .json file (a list of objects) of "
+                            "{\"prompt\": ..., \"completion\": ...} records", field="dataset")
+        if not path.exists():
+            raise DataError(f"dataset={name!r}: no such file ({path})", field="dataset")
         task, fmap = "custom", {"source": "prompt", "target": "completion"}
-        rows = read_jsonl(name, ("prompt", "completion"))
-    elif name in HUB_DATASETS or "/" in name:
-        task, fmap = HUB_DATASETS.get(name, ("summarize", {"source": "dialogue", "target": "summary"}))
+        rows = _user_file_rows(path, split, seed)
+    elif name in HUB_DATASETS or ("/" in name and not name.startswith((".", "/", "~"))):
+        task, fmap = HUB_DATASETS.get(name, ("custom", {"source": "prompt", "target": "completion"}))
         rows = _hub_rows(name, split)
+        missing = [c for c in fmap.values() if rows and c not in rows[0]]
+        if missing:  # columns are never assumed: say what the data set has
+            raise DataError(f"dataset={name!r} has no column {missing}; its columns are {sorted(rows[0])}. "
+                            "Map them to prompt/completion records yourself (datasets.load_dataset, then "
+                            "ftlab.train.finetune(cfg, records))", field="dataset")
     else:
         raise DataError(f"dataset={name!r} is unknown: one of {list_datasets()}, a hub id "
-                        "(owner/name, online), or a .jsonl file of prompt/completion records")
+                        "(owner/name, online), or a .jsonl / .json file of prompt/completion records", field="dataset")
     if fmap is not None:
         rows = [{**r, "source": r[fmap["source"]], "target": r[fmap["target"]], "task": task} for r in rows]
     if n is not None:
         rows = rows[:n]
     if not rows:
-        raise DataError(f"dataset={name!r} split={split!r} has no records")
+        raise DataError(f"dataset={name!r} split={split!r} has no records", field="dataset")
     return rows
 
 
@@ -194,7 +284,7 @@ def _hub_rows(name: str, split: str) -> list[dict]:
 
 def format_prompt(record: dict, template: int | str = 0, rng: random.Random | None = None) -> str:
     """The instruction text for a record. template: an index, or "random" (one per record, FLAN-style)."""
-    task = record["task"]
+    task = record.get("task", "custom")
     options = TEMPLATES.get(task, ["{source}"])
     if template == "random":
         text = (rng or random).choice(options)
@@ -208,6 +298,7 @@ def format_prompt(record: dict, template: int | str = 0, rng: random.Random | No
 def to_prompt_completion(records: list[dict], template: int | str = 0, chat: bool = True, seed: int = 0) -> list[dict]:
     """TRL's prompt/completion shape. chat=True: conversational ({"role", "content"} lists), so the trainer
     applies the model's chat template and the loss is on the completion only."""
+    check_task_records(records)
     rng = random.Random(seed)
     out = []
     for r in records:
@@ -218,6 +309,84 @@ def to_prompt_completion(records: list[dict], template: int | str = 0, chat: boo
         else:  # plain text: a fixed separator tells the model where the answer starts
             out.append({"prompt": prompt + "\n### Answer:\n", "completion": r["target"]})
     return out
+
+
+def check_task_records(records, field: str = "records") -> list[dict]:
+    """Task records as load_records returns them: a list of dicts with string "source" and "target"."""
+    _check_list(records, field)
+    for i, r in enumerate(records):
+        where = f"{field}[{i}]"
+        if not isinstance(r, dict):
+            raise DataError(f"{where} is {type(r).__name__} {_short(r)}: a dict with 'source' and 'target' is needed "
+                            "(as ftlab.data.load_records returns)", field=field)
+        if "chosen" in r and "rejected" in r:
+            raise DataError(f"{where} is a preference pair (prompt, chosen, rejected): train on pairs with "
+                            "ftlab.align.train_dpo or train_reward_model", field=field)
+        for key in ("source", "target"):
+            if not isinstance(r.get(key), str) or not r[key].strip():
+                got = "missing" if key not in r else f"{type(r[key]).__name__} {_short(r[key])}"
+                raise DataError(f"{where}[{key!r}] is {got}: a non-empty string is needed (this record has keys "
+                                f"{sorted(r)}; records from a file of prompt/completion pairs come from "
+                                "load_records(path))", field=field)
+    return records
+
+
+def check_sft_records(records, field: str = "train_records") -> list[dict]:
+    """Records for TRL's SFTTrainer: prompt/completion (strings, or {"role", "content"} message lists),
+    {"messages": [...]}, or {"text": ...}. Refused with the record's number and what it holds, before training."""
+    _check_list(records, field)
+    for i, r in enumerate(records):
+        where = f"{field}[{i}]"
+        if not isinstance(r, dict):
+            raise DataError(f"{where} is {type(r).__name__} {_short(r)}: a dict is needed, e.g. "
+                            "{'prompt': ..., 'completion': ...} (ftlab.data.to_prompt_completion makes them)", field=field)
+        if "chosen" in r or "rejected" in r:
+            raise DataError(f"{where} is a preference pair ({sorted(r)}): supervised fine-tuning needs prompt/"
+                            "completion records; train on pairs with ftlab.align.train_dpo or train_reward_model",
+                            field=field)
+        keys = ("prompt", "completion") if "prompt" in r or "completion" in r else \
+            ("messages",) if "messages" in r else ("text",) if "text" in r else None
+        if keys is None:
+            raise DataError(f"{where} has keys {sorted(r)}: needed are 'prompt' and 'completion' (or 'messages', "
+                            "or 'text'); task records from load_records go through to_prompt_completion first",
+                            field=field)
+        kinds = set()
+        for key in keys:
+            kinds.add(_check_content(r.get(key, _MISSING), f"{where}[{key!r}]", field,
+                                     messages=key in ("messages",)))
+        if len(kinds) > 1:
+            raise DataError(f"{where}: prompt and completion must both be strings or both message lists", field=field)
+    return records
+
+
+_MISSING = object()
+
+
+def _check_content(value, where: str, field: str, messages: bool = False) -> str:
+    """A string (non-empty) or a non-empty list of {"role": str, "content": str} messages; returns which."""
+    if value is _MISSING:
+        raise DataError(f"{where} is missing", field=field)
+    if isinstance(value, str) and not messages:
+        if not value.strip():
+            raise DataError(f"{where} is empty", field=field)
+        return "text"
+    if isinstance(value, list) and value:
+        for j, m in enumerate(value):
+            ok = isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+            if not ok:
+                raise DataError(f"{where}[{j}] is {_short(m)}: a message is {{'role': str, 'content': str}}", field=field)
+        return "messages"
+    what = "a non-empty list of messages" if messages else "a non-empty string or a list of messages"
+    raise DataError(f"{where} is {type(value).__name__} {_short(value)}: {what} is needed", field=field)
+
+
+def _check_list(records, field: str) -> None:
+    if isinstance(records, dict) or not isinstance(records, (list, tuple)):
+        hint = " (one record? put it in a list)" if isinstance(records, dict) else ""
+        raise DataError(f"{field} is {type(records).__name__} {_short(records)}: a list of records is needed{hint}",
+                        field=field)
+    if not records:
+        raise DataError(f"{field} is empty: at least one record is needed", field=field)
 
 
 def to_messages(records: list[dict], template: int | str = 0, seed: int = 0) -> list[dict]:

@@ -34,6 +34,8 @@ class Method:
     starts_as_base: bool = False
     # the TrainConfig fields that shape this method (the panel shows only these of the method-specific ones)
     knobs: tuple[str, ...] = ()
+    # trains the base model's own weights (all, or some of them): they cannot be quantised (no 8/4-bit base)
+    trains_base: bool = False
 
     def trainable_count(self, cfg, model) -> int:
         """Parameters this method trains on `model` (a preset, hub id, folder or config), as peft counts them."""
@@ -125,7 +127,7 @@ def _adapter(cfg, model):
 _LORA_KNOBS = ("lora_r", "lora_alpha", "lora_targets")
 
 METHODS: dict[str, Method] = {m.name: m for m in [
-    Method("full", "full", "every weight is trained", "full", lr=5e-5, starts_as_base=True),
+    Method("full", "full", "every weight is trained", "full", lr=5e-5, starts_as_base=True, trains_base=True),
     Method("lora", "reparameterisation", "W + (alpha/r)·B·A with rank-r A, B on the chosen linear layers", "lora",
            peft_config=_lora, starts_as_base=True, knobs=_LORA_KNOBS),
     Method("dora", "reparameterisation", "LoRA on the direction, a learned magnitude per column", "dora",
@@ -142,11 +144,11 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("p_tuning", "additive", "virtual tokens produced by a small prompt encoder (MLP)", "p_tuning",
            peft_config=_p_tuning, lr=1e-3, knobs=("num_virtual_tokens",)),
     Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit, lr=1e-3,
-           starts_as_base=True),
+           starts_as_base=True, trains_base=True),
     Method("ln_tuning", "selective", "only the layer norms' scales are trained", "ln_tuning", peft_config=_ln_tuning,
            lr=5e-3, starts_as_base=True),
     Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k, lr=1e-4,
-           starts_as_base=True, knobs=("top_k_layers",)),
+           starts_as_base=True, knobs=("top_k_layers",), trains_base=True),
     Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, up, residual)",
            "adapter", freeze=_adapter, lr=1e-3, knobs=("adapter_size",)),
 ]}
@@ -178,7 +180,7 @@ def apply_method(model, cfg):
         raise ValueError(f"method={cfg.method!r} needs the base loaded with bits={method.needs_bits} "
                          f"(load_model(..., bits={method.needs_bits}))")
     if quantized:
-        if method.name in ("full", "bitfit", "top_k"):
+        if method.trains_base:
             raise ValueError(f"bits={getattr(cfg, 'bits', '?')!r} with method={cfg.method!r}: quantised weights "
                              "cannot be trained directly; use bits=16 or 32, or an adapter method (lora, qlora, ...)")
         from peft import prepare_model_for_kbit_training

@@ -39,6 +39,10 @@ class TrainResult:
     stop_reason: str = ""
     saved_to: str = ""                              # where save_trained put the last completed step's weights
     checkpoint: str = ""                            # after a Stop: where to resume from (optimizer state included)
+    examples: int = 0                               # training examples given
+    dropped_examples: int = 0                       # of them, left out: no completion token within seq_len
+    truncated_examples: int = 0                     # of those kept, cut at seq_len (the end of the completion lost)
+    eval_dropped_examples: int = 0                  # held-out examples left out for the same reason
 
     @property
     def tokens_per_s(self) -> float:
@@ -73,7 +77,8 @@ class TrainResult:
         return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
                 "seconds": self.seconds, "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
                 "stopped": self.stopped, "stop_reason": self.stop_reason, "saved_to": self.saved_to,
-                "checkpoint": self.checkpoint,
+                "checkpoint": self.checkpoint, "examples": self.examples, "dropped_examples": self.dropped_examples,
+                "truncated_examples": self.truncated_examples, "eval_dropped_examples": self.eval_dropped_examples,
                 "eval_loss_before": self.eval_loss_before, "eval_loss_after": self.eval_loss_after,
                 "eval_accuracy_before": self.eval_accuracy_before, "eval_accuracy_after": self.eval_accuracy_after,
                 "losses": self.losses, "eval_losses": self.eval_losses}
@@ -207,16 +212,19 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     import datasets
     from datasets import Dataset
     from trl import SFTTrainer
+    from ftlab.data import check_sft_records
     datasets.disable_progress_bars()  # in a notebook each map() would add a progress widget; our listeners report
-    if not train_records:
-        raise ValueError("train_records is empty: at least one training example is required")
+    check_sft_records(train_records, "train_records")
+    if eval_records is not None and len(eval_records) > 0:
+        check_sft_records(eval_records, "eval_records")
     cb = callback or ReportCallback(listeners)
     if listeners and callback is not None:
         cb.listeners += list(listeners)
     trainer = SFTTrainer(model=model, args=sft_config(cfg, eval_steps=eval_steps, **sft_overrides),
-                         train_dataset=Dataset.from_list(train_records),
-                         eval_dataset=Dataset.from_list(eval_records) if eval_records else None,
+                         train_dataset=Dataset.from_list(list(train_records)),
+                         eval_dataset=Dataset.from_list(list(eval_records)) if eval_records else None,
                          processing_class=tokenizer, callbacks=[cb, *(extra_callbacks or [])])
+    _account_for_truncation(trainer, cb.result, len(train_records), len(eval_records or []), cfg.seq_len)
     trainer.remove_callback(PrinterCallback)  # our listeners report; the default printer would repeat each log
     guard = GoodWeights()
     trainer.add_callback(guard)
@@ -250,6 +258,37 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     if eval_records:
         trainer.evaluate()  # logs eval_loss at the last step through the callback
     return cb.result, trainer
+
+
+def _account_for_truncation(trainer, result: TrainResult, n_train: int, n_eval: int, seq_len: int) -> None:
+    """Count what TRL's preparation did to the data, say it in one line, and refuse a run left with nothing.
+
+    SFTTrainer cuts every tokenised example at max_length (= seq_len) and then drops the examples left with no
+    loss token (a prompt that alone fills seq_len). It does so silently; a user's own data with long prompts
+    would train on a fraction of itself and report success. Kept examples that reached seq_len lost the end of
+    their completion (or were exactly seq_len long: TRL keeps no record of the length before the cut)."""
+    kept = trainer.train_dataset
+    result.examples = n_train
+    result.dropped_examples = n_train - len(kept)
+    result.truncated_examples = sum(len(ids) >= seq_len for ids in kept["input_ids"])
+    if trainer.eval_dataset is not None:
+        result.eval_dropped_examples = n_eval - len(trainer.eval_dataset)
+    fix = ("raise seq_len, or shorten the prompts (ftlab.data.fit_to_length cuts the source and keeps the "
+           "completion whole)")
+    if len(kept) == 0:
+        from ftlab.errors import DataError
+        raise DataError(f"train_records: none of the {n_train} examples keeps a completion token within "
+                        f"seq_len={seq_len} (each prompt alone fills it), so there is nothing to train on: {fix}",
+                        field="seq_len")
+    if trainer.eval_dataset is not None and len(trainer.eval_dataset) == 0:
+        from ftlab.errors import DataError
+        raise DataError(f"eval_records: none of the {n_eval} held-out examples keeps a completion token within "
+                        f"seq_len={seq_len}: {fix}", field="seq_len")
+    if result.dropped_examples or result.truncated_examples or result.eval_dropped_examples:
+        print(f"ftlab: of {n_train} training examples, {result.dropped_examples} were left out (the prompt alone "
+              f"fills seq_len={seq_len}) and {result.truncated_examples} were cut at seq_len"
+              + (f"; {result.eval_dropped_examples} of {n_eval} held-out examples were left out"
+                 if result.eval_dropped_examples else "") + f". To keep them whole: {fix}.", flush=True)
 
 
 def _release(trainer) -> None:

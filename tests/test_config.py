@@ -12,9 +12,15 @@ def test_defaults_are_valid_and_roundtrip():
     assert TrainConfig(method="qlora", bits=4).effective_bits == 4
 
 
-def test_from_params_ignores_non_config_names():
-    cfg = TrainConfig.from_params({"lora_r": 4, "interactive": False, "In": []})
+def test_from_params_takes_config_names_from_a_notebook_namespace():
+    cfg = TrainConfig.from_params({"__name__": "__main__", "lora_r": 4, "interactive": False, "In": []})
     assert cfg.lora_r == 4
+
+
+def test_from_params_refuses_a_misspelt_name_in_a_plain_dict():
+    with pytest.raises(ConfigError, match=r"lora_rank=64 is not allowed: did you mean 'lora_r'\?") as e:
+        TrainConfig.from_params({"lora_rank": 64})
+    assert e.value.field == "lora_rank"
 
 
 @pytest.mark.parametrize("field,value,allowed", [

@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -72,10 +73,27 @@ def test_malformed_files_say_file_and_line(tmp_path, content, match):
         load_records(str(path))
 
 
-def test_own_jsonl_file_loads(tmp_path):
+def test_own_jsonl_file_loads_with_a_held_out_split(tmp_path, capsys):
     path = tmp_path / "mine.jsonl"
+    path.write_text("".join(f'{{"prompt": "{i}+2?", "completion": "{i + 2}"}}\n' for i in range(20)))
+    train, val = load_records(str(path)), load_records(str(path), "validation")
+    assert (len(train), len(val)) == (18, 2) and not {r["source"] for r in train} & {r["source"] for r in val}
+    assert load_records(str(path), "test") == val and load_records(str(path), seed=1) != train
+    assert "18 records train, 2 are held out" in capsys.readouterr().out
     path.write_text('{"prompt": "2+2?", "completion": "4"}\n')
-    assert load_records(str(path))[0]["target"] == "4"
+    with pytest.raises(DataError, match="at least 2 are needed"):
+        load_records(str(path))
+
+
+def test_own_file_with_split_fields_and_as_json(tmp_path):
+    rows = [{"prompt": f"{i}?", "completion": str(i), "split": "validation" if i % 4 == 0 else "train"}
+            for i in range(8)]
+    jsonl, js = tmp_path / "a.jsonl", tmp_path / "a.json"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    js.write_text(json.dumps(rows))
+    for path in (jsonl, js):
+        assert [r["target"] for r in load_records(str(path), "validation")] == ["0", "4"]
+        assert len(load_records(str(path))) == 6
 
 
 def test_templates_and_record_shapes():

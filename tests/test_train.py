@@ -138,3 +138,29 @@ def test_background_runs_share_one_long_lived_daemon_thread():
     (t,) = threads
     assert t is not threading.current_thread() and t.daemon and t.name == "ftlab-train" and t.is_alive()
     assert third.value == "third" and not third.running and third.done
+
+
+def _long_prompt_records(n_long, n_short):
+    long = "word " * 200
+    return [{"prompt": [{"role": "user", "content": long}], "completion": [{"role": "assistant", "content": "yes"}]}
+            for _ in range(n_long)] + \
+           [{"prompt": [{"role": "user", "content": "Say yes."}], "completion": [{"role": "assistant", "content": "yes"}]}
+            for _ in range(n_short)]
+
+
+def test_examples_dropped_by_truncation_are_counted_and_said(tiny_model, tokenizer, tmp_path, capsys):
+    # 3 of 4 prompts fill seq_len alone: TRL drops them (no loss token left); the run says so and counts them
+    cfg = TrainConfig(method="full", max_steps=1, batch_size=1, seq_len=64, output_dir=str(tmp_path))
+    result, _ = train_sft(apply_method(tiny_model, cfg), tokenizer, _long_prompt_records(3, 1), cfg)
+    assert (result.examples, result.dropped_examples, result.truncated_examples) == (4, 3, 0)
+    assert result.summary()["dropped_examples"] == 3
+    out = capsys.readouterr().out
+    assert "of 4 training examples, 3 were left out" in out and "seq_len=64" in out
+
+
+def test_nothing_left_after_truncation_is_refused_before_training(tiny_model, tokenizer, tmp_path):
+    from ftlab.errors import DataError
+    cfg = TrainConfig(method="full", max_steps=1, batch_size=1, seq_len=64, output_dir=str(tmp_path))
+    with pytest.raises(DataError, match=r"none of the 2 examples keeps a completion token within seq_len=64") as e:
+        train_sft(apply_method(tiny_model, cfg), tokenizer, _long_prompt_records(2, 0), cfg)
+    assert e.value.field == "seq_len"
