@@ -79,7 +79,45 @@ class MemoryEstimate:
 
 
 def _err(name, value, allowed):
-    return ValueError(f"{name}={value!r} is not allowed: {allowed}")
+    from ftlab.errors import ConfigError
+    return ConfigError(name, value, allowed)
+
+
+# Architectures the calculator must not take for a decoder: an encoder has no causal LM head and attends both
+# ways; an encoder-decoder has two stacks. Estimating them with the decoder formula would give a wrong number.
+NOT_DECODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+                "mpnet", "camembert", "modernbert", "t5", "mt5", "bart", "mbart", "pegasus", "whisper")
+
+
+def _refuse_non_decoder(model) -> None:
+    """A config (object, dict, or a local folder's config.json) of an encoder or encoder-decoder is refused."""
+    import json
+    import os
+    d = None
+    if isinstance(model, dict):
+        d = model
+    elif hasattr(model, "to_dict") and not isinstance(model, (str, os.PathLike)):
+        d = model.to_dict()
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.path.join(os.path.expanduser(str(model)), "config.json")
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    d = json.load(f)
+            except (OSError, ValueError):
+                d = None  # resolve_arch reads it again and says what is wrong
+    if not isinstance(d, dict):
+        return
+    kind = d.get("model_type")
+    if kind in NOT_DECODERS or d.get("is_encoder_decoder"):
+        raise _err("model", kind or model, "a decoder-only causal language model (Llama, Qwen2, Gemma, Mistral, ...): "
+                   f"this config is {'an encoder-decoder' if d.get('is_encoder_decoder') else 'an encoder'} "
+                   f"({kind!r}), whose memory the decoder formula would misstate")
+
+
+def _err_if_not_strings(targets):
+    from ftlab.errors import check_strings
+    return check_strings("lora_targets", targets)
 
 
 def trainable_parameters(arch, method: str, lora_r: int = 16, lora_targets="all-linear",
@@ -190,25 +228,31 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
     """Estimate device memory of one set-up (see module doc). `model`: preset, hub id, folder or config."""
     from ftlab.models import resolve_arch
 
-    if method not in METHODS:
-        raise _err("method", method, f"one of {list(METHODS)}")
-    if bits not in (32, 16, 8, 4):
-        raise _err("bits", bits, "one of [32, 16, 8, 4]")
+    from ftlab.errors import check_bool, check_choice, check_int, check_text
+    method = check_choice("method", method, METHODS)
+    bits = check_choice("bits", bits, (32, 16, 8, 4))
     if method == "qlora":
         bits = 4
-    for name, v, lo in (("lora_r", lora_r, 1), ("batch_size", batch_size, 1), ("seq_len", seq_len, 1),
-                        ("num_virtual_tokens", num_virtual_tokens, 1), ("adapter_size", adapter_size, 1),
-                        ("top_k_layers", top_k_layers, 1)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise _err(name, v, f"an integer ≥ {lo}")
-    if optimizer not in OPTIMIZER_STATE_BYTES:
-        raise _err("optimizer", optimizer, f"one of {list(OPTIMIZER_STATE_BYTES)}")
-    if trainer not in TRAINERS:
-        raise _err("trainer", trainer, f"one of {list(TRAINERS)}")
-    if gpu is not None and gpu not in GPUS:
-        raise _err("gpu", gpu, f"one of {list(GPUS)}")
+    lora_r = check_int("lora_r", lora_r, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
+    seq_len = check_int("seq_len", seq_len, 1)
+    num_virtual_tokens = check_int("num_virtual_tokens", num_virtual_tokens, 1)
+    adapter_size = check_int("adapter_size", adapter_size, 1)
+    top_k_layers = check_int("top_k_layers", top_k_layers, 1)
+    gradient_checkpointing = check_bool("gradient_checkpointing", gradient_checkpointing)
+    optimizer = check_choice("optimizer", optimizer, OPTIMIZER_STATE_BYTES)
+    trainer = check_choice("trainer", trainer, TRAINERS)
+    if gpu is not None:
+        gpu = check_choice("gpu", gpu, GPUS)
+    if not isinstance(lora_targets, str):
+        lora_targets = _err_if_not_strings(lora_targets)
+    if isinstance(model, str):
+        check_text("model", model)
+    elif model is None or isinstance(model, (int, float, bool, list, tuple)):
+        raise _err("model", model, "a preset name, hub id, local folder or a transformers config")
     if bits in (8, 4) and method in ("full", "bitfit", "top_k"):
         raise _err("bits", bits, f"16 or 32 with method={method!r}: quantised weights cannot be trained directly")
+    _refuse_non_decoder(model)
     arch = resolve_arch(model)
     virtual = num_virtual_tokens if method in ("prompt_tuning", "p_tuning") else 0
     if seq_len + virtual > arch.max_positions:
@@ -318,16 +362,17 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
 
 
 def _largest(key: str, gpu: str, hi: int, **kw) -> int:
-    """Largest value of `key` (batch_size or seq_len) whose estimate fits `gpu` (0 if none): a doubling
-    search then bisection, since memory grows monotonically with both."""
+    """Largest value of `key` (batch_size or seq_len) whose estimate fits `gpu`: a doubling search then
+    bisection, since memory grows monotonically with both. 0 means that not even 1 fits. The set-up is
+    checked first, so an unknown model, method or an impossible setting raises instead of reading as 0."""
     if gpu not in GPUS:
         raise _err("gpu", gpu, f"one of {list(GPUS)}")
+    if key in kw:
+        raise _err(key, kw[key], f"left out: max_{key}() searches for it")
+    estimate_memory(**{**kw, key: 1, "gpu": gpu})  # raises for a bad set-up
 
     def fits(v):
-        try:
-            return bool(estimate_memory(**{**kw, key: v, "gpu": gpu}).fits)
-        except ValueError:  # e.g. longer than the model's positions
-            return False
+        return bool(estimate_memory(**{**kw, key: v, "gpu": gpu}).fits)
     if not fits(1):
         return 0
     lo, top = 1, 2
@@ -348,4 +393,5 @@ def max_batch_size(model, gpu: str, **kw) -> int:
 def max_seq_len(model, gpu: str, **kw) -> int:
     """The longest sequence whose estimate fits `gpu` (capped at the model's positions)."""
     from ftlab.models import resolve_arch
-    return _largest("seq_len", gpu, resolve_arch(model).max_positions, model=model, **kw)
+    virtual = kw.get("num_virtual_tokens", 20) if kw.get("method") in ("prompt_tuning", "p_tuning") else 0
+    return _largest("seq_len", gpu, resolve_arch(model).max_positions - virtual, model=model, **kw)

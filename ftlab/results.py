@@ -25,7 +25,7 @@ def _clean(value):
 
 def write_results(output_dir, results: dict, name: str = "results.json") -> Path:
     """Write atomically (temporary file, then rename): a crash never leaves half a file."""
-    out = Path(output_dir)
+    out = Path(output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".results-", suffix=".json")
     with os.fdopen(fd, "w") as f:
@@ -36,7 +36,7 @@ def write_results(output_dir, results: dict, name: str = "results.json") -> Path
 
 
 def read_results(output_dir, name: str = "results.json") -> dict:
-    return json.loads((Path(output_dir) / name).read_text())
+    return json.loads((Path(output_dir).expanduser() / name).read_text())
 
 
 @contextmanager
@@ -46,7 +46,7 @@ def atomic_dir(folder):
     A run killed while writing leaves `folder` as it was (the temporary one is removed next time):
     the previous checkpoint stays readable. The swap is two renames on the same file system.
     """
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
     folder.parent.mkdir(parents=True, exist_ok=True)
     for stale in folder.parent.glob(f".{folder.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -67,8 +67,8 @@ def atomic_dir(folder):
 
 def inside(root, name) -> Path:
     """`root/name`, refusing any name that would land outside `root` ("../x", "/etc", a symlink out)."""
-    from ftlab.config import ConfigError
-    base = Path(root).resolve()
+    from ftlab.errors import ConfigError
+    base = Path(root).expanduser().resolve()
     target = (base / str(name)).resolve()
     if target != base and base not in target.parents:
         raise ConfigError("output_dir", str(name), f"a folder inside {str(base)!r} (no '..' or absolute paths)")
@@ -77,8 +77,8 @@ def inside(root, name) -> Path:
 
 def check_output_dir(path) -> Path:
     """The run's output folder exists (created if needed) and can be written; else ConfigError naming it."""
-    from ftlab.config import ConfigError
-    p = Path(path)
+    from ftlab.errors import ConfigError
+    p = Path(path).expanduser()  # "~/run": the home folder's run, never a folder named "~" here
     if p.exists() and not p.is_dir():
         raise ConfigError("output_dir", str(path), "a folder (this path is an existing file)")
     try:

@@ -1,11 +1,14 @@
-"""A table of bad inputs across the API, the data files and the widget panel. Each must be answered by a
-ValueError (or a precise subclass) whose message names the field, shows the bad value and says what
-is allowed; in the panel, by an inline message and no traceback. The count is asserted (≥ 30)."""
+"""A table of bad inputs across the config, the calculator, the data files and records, training's entry and
+the widget panel. Each must be answered by the precise ValueError subclass of ftlab.errors whose message
+names the field, shows the bad value and says what is allowed; in the panel, by an inline message and no
+traceback. The other entry points have their own tables (test_bad_inputs_eval.py, test_bad_inputs_models.py);
+together they hold at least 150 cases (asserted in test_bad_input_tables_together)."""
 import os
 
 import pytest
 
 from ftlab.config import TrainConfig
+from ftlab.errors import ConfigError, DataError, ModelNotFoundError
 
 SMOL = "smollm2-135m-instruct"
 
@@ -64,6 +67,63 @@ def unknown_dataset(tmp):
     return load_records("no_such_dataset")
 
 
+def data_path(content: bytes, name: str = "mine.jsonl", split: str = "train"):
+    def f(tmp):
+        from ftlab.data import load_records
+        path = tmp / name
+        path.write_bytes(content)
+        return load_records(str(path), split)
+    return f
+
+
+def records(name, split="train", **kw):
+    from ftlab.data import load_records
+    return lambda tmp: load_records(name, split, **kw)
+
+
+def sft(train, eval_records=None):
+    """train_sft's checks on records happen before the model or tokenizer is touched."""
+    def f(tmp):
+        from ftlab.train import train_sft
+        return train_sft(None, None, train, TrainConfig(output_dir=str(tmp / "run")), eval_records=eval_records)
+    return f
+
+
+def prompts(recs):
+    from ftlab.data import to_prompt_completion
+    return lambda tmp: to_prompt_completion(recs)
+
+
+def from_params(params):
+    return lambda tmp: TrainConfig.from_params(params)
+
+
+def largest(which, **kw):
+    from ftlab import memory
+    return lambda tmp: getattr(memory, which)(kw.pop("model", SMOL), kw.pop("gpu", "T4"), **kw)
+
+
+def estimate_of(model, **kw):
+    from ftlab.memory import estimate_memory
+    return lambda tmp: estimate_memory(model, **kw)
+
+
+def bert_config(tmp):
+    from transformers import BertConfig
+    from ftlab.memory import estimate_memory
+    return estimate_memory(BertConfig())
+
+
+def bert_folder(tmp):
+    from transformers import BertConfig
+    from ftlab.memory import estimate_memory
+    BertConfig().save_pretrained(tmp / "bert")
+    return estimate_memory(str(tmp / "bert"))
+
+
+PC = {"prompt": "2+2?", "completion": "4"}
+
+
 def estimate(**kw):
     from ftlab.memory import estimate_memory
     return lambda tmp: estimate_memory(SMOL, **kw)
@@ -74,7 +134,7 @@ def escape(name):
     return lambda tmp: inside(tmp / "runs", name)
 
 
-# (id, call, words the message must contain: the field, the bad value, and what is allowed)
+# (id, call, words the message must contain: the field, the bad value, and what is allowed[, error class])
 CASES = [
     ("rank 0", cfg(lora_r=0), ["lora_r", "0", "integer from 1"]),
     ("rank negative", cfg(lora_r=-4), ["lora_r", "-4", "integer from 1"]),
@@ -125,17 +185,160 @@ CASES = [
     ("output path absolute", escape("/etc/ftlab"), ["output_dir", "'/etc/ftlab'", "inside"]),
     ("calculator: unknown GPU", estimate(gpu="A999"), ["gpu", "'A999'", "'T4'"]),
     ("calculator: batch 0", estimate(batch_size=0), ["batch_size", "0", "≥ 1"]),
+    # --- config: types, numpy, strings that look like booleans, misspelt names -------------------------------
+    ("checkpointing as the string 'False'", cfg(gradient_checkpointing="False"),
+     ["gradient_checkpointing", "'False'", "True or False"], ConfigError),
+    ("double quantisation as 1", cfg(double_quant=1), ["double_quant", "1", "True or False"], ConfigError),
+    ("remote code as 'yes'", cfg(trust_remote_code="yes"), ["trust_remote_code", "'yes'", "True or False"], ConfigError),
+    ("rank as True", cfg(lora_r=True), ["lora_r", "True", "integer"], ConfigError),
+    ("rank as a numpy float", cfg(lora_r=__import__("numpy").float64(8.0)), ["lora_r", "8.0", "integer"], ConfigError),
+    ("rank as a numpy integer too large", cfg(lora_r=__import__("numpy").int64(5000)),
+     ["lora_r", "5000", "an integer from 1 to 4096"], ConfigError),
+    ("bits as a float", cfg(bits=8.0), ["bits", "8.0", "[32, 16, 8, 4]"], ConfigError),
+    ("bits as a string", cfg(bits="4"), ["bits", "'4'", "[32, 16, 8, 4]"], ConfigError),
+    ("alpha infinite", cfg(lora_alpha=float("inf")), ["lora_alpha", "inf", "finite"], ConfigError),
+    ("alpha a string", cfg(lora_alpha="16"), ["lora_alpha", "'16'", "number"], ConfigError),
+    ("learning rate above 1", cfg(learning_rate=3.0), ["learning_rate", "3.0", "≤ 1"], ConfigError),
+    ("learning rate a string", cfg(learning_rate="1e-4"), ["learning_rate", "'1e-4'", "number"], ConfigError),
+    ("dropout NaN", cfg(lora_dropout=float("nan")), ["lora_dropout", "nan", "[0, 1)"], ConfigError),
+    ("targets a bare module name", cfg(lora_targets="q_proj"), ["lora_targets", "'q_proj'", "list of module names"],
+     ConfigError),
+    ("targets with a number", cfg(lora_targets=["q_proj", 3]), ["lora_targets", "item 1", "strings"], ConfigError),
+    ("targets repeated", cfg(lora_targets=["q_proj", "q_proj"]), ["lora_targets", "distinct"], ConfigError),
+    ("targets a dict", cfg(lora_targets={"q_proj": 1}), ["lora_targets", "q_proj", "list of strings"], ConfigError),
+    ("seed negative", cfg(seed=-1), ["seed", "-1", "integer from 0"], ConfigError),
+    ("seed a float", cfg(seed=1.5), ["seed", "1.5", "integer"], ConfigError),
+    ("eval examples negative", cfg(eval_examples=-1), ["eval_examples", "-1", "integer from 0"], ConfigError),
+    ("model empty", cfg(model=" "), ["model", "' '", "non-empty string"], ConfigError),
+    ("model None", cfg(model=None), ["model", "None", "non-empty string"], ConfigError),
+    ("dataset a list", cfg(dataset=["a.jsonl"]), ["dataset", "['a.jsonl']", "string"], ConfigError),
+    ("output folder a number", cfg(output_dir=3), ["output_dir", "3", "string"], ConfigError),
+    ("method None", cfg(method=None), ["method", "None", "'lora'"], ConfigError),
+    ("method in capitals", cfg(method="LoRA"), ["method", "'LoRA'", "'lora'"], ConfigError),
+    ("virtual tokens above 1024", cfg(method="prompt_tuning", num_virtual_tokens=5000),
+     ["num_virtual_tokens", "5000", "to 1024"], ConfigError),
+    ("prompt init text a number", cfg(prompt_init_text=5), ["prompt_init_text", "5", "string"], ConfigError),
+    ("top-k on a 8-bit base", cfg(method="top_k", bits=8), ["bits", "8", "16 or 32"], ConfigError),
+    ("BitFit on a 4-bit base", cfg(method="bitfit", bits=4), ["bits", "4", "16 or 32"], ConfigError),
+    ("prefix tuning with checkpointing", cfg(method="prefix_tuning", gradient_checkpointing=True),
+     ["gradient_checkpointing", "True", "False with method='prefix_tuning'"], ConfigError),
+    ("sequence longer than positions with virtual tokens", setup(method="prompt_tuning", num_virtual_tokens=20,
+                                                                seq_len=8180), ["seq_len", "8180", "at most 8172"],
+     ConfigError),
+    ("a misspelt parameter", from_params({"lora_rank": 64}), ["lora_rank", "64", "did you mean 'lora_r'"], ConfigError),
+    ("a misspelt rate", from_params({"learning_rat": 1e-4}), ["learning_rat", "did you mean 'learning_rate'"],
+     ConfigError),
+    ("parameters as a list", from_params([("lora_r", 8)]), ["params", "a dict"], ConfigError),
+    # --- the calculator -----------------------------------------------------------------------------------------
+    ("calculator: checkpointing as a string", estimate(gradient_checkpointing="False"),
+     ["gradient_checkpointing", "'False'", "True or False"], ConfigError),
+    ("calculator: unknown method", estimate(method="lorax"), ["method", "'lorax'", "'lora'"], ConfigError),
+    ("calculator: bits 2", estimate(bits=2), ["bits", "2", "[32, 16, 8, 4]"], ConfigError),
+    ("calculator: rank a float", estimate(lora_r=8.5), ["lora_r", "8.5", "integer"], ConfigError),
+    ("calculator: sequence of 0", estimate(seq_len=0), ["seq_len", "0", "≥ 1"], ConfigError),
+    ("calculator: unknown optimizer", estimate(optimizer="lion"), ["optimizer", "'lion'", "'adamw'"], ConfigError),
+    ("calculator: unknown trainer", estimate(trainer="accelerate"), ["trainer", "'accelerate'", "'trl'"], ConfigError),
+    ("calculator: targets it lacks", estimate(lora_targets=["c_attn"]), ["lora_targets", "c_attn", "q_proj"],
+     ConfigError),
+    ("calculator: targets a bare string list", estimate(lora_targets=[1, 2]), ["lora_targets", "item 0", "strings"],
+     ConfigError),
+    ("calculator: full at 4 bits", estimate(method="full", bits=4), ["bits", "4", "16 or 32"], ConfigError),
+    ("calculator: longer than positions", estimate(seq_len=100_000), ["seq_len", "100000", "at most 8192"],
+     ConfigError),
+    ("calculator: model None", estimate_of(None), ["model", "None", "preset name"], ConfigError),
+    ("calculator: model empty", estimate_of(""), ["model", "''", "non-empty"], ConfigError),
+    ("calculator: unknown model", estimate_of("no-such-model"), ["model=", "'no-such-model'", "Presets"],
+     ModelNotFoundError),
+    ("calculator: an encoder's config", bert_config, ["model", "'bert'", "decoder-only", "encoder"], ConfigError),
+    ("calculator: an encoder's folder", bert_folder, ["model", "'bert'", "decoder-only"], ConfigError),
+    ("largest batch: unknown model", largest("max_batch_size", model="no-such-model"), ["model=", "no-such-model"],
+     ModelNotFoundError),
+    ("largest batch: unknown method", largest("max_batch_size", method="lorax"), ["method", "'lorax'", "'lora'"],
+     ConfigError),
+    ("largest batch: unknown GPU", largest("max_batch_size", gpu="V100"), ["gpu", "'V100'", "'T4'"], ConfigError),
+    ("largest batch: an impossible length", largest("max_batch_size", seq_len=100_000),
+     ["seq_len", "100000", "at most 8192"], ConfigError),
+    ("largest batch: batch given too", largest("max_batch_size", batch_size=4), ["batch_size", "4", "searches"],
+     ConfigError),
+    ("longest sequence: unknown method", largest("max_seq_len", method="lorax"), ["method", "'lorax'"], ConfigError),
+    # --- a user's data files --------------------------------------------------------------------------------------
+    ("JSONL a list on a line", data_file(b'["2+2?", "4"]\n'), ["mine.jsonl:1", "JSON object", "list"], DataError),
+    ("JSONL a number as completion", data_file(b'{"prompt": "2+2?", "completion": 4}\n'),
+     ["mine.jsonl:1", "'completion'", "must be a string", "int 4"], DataError),
+    ("JSONL a null completion", data_file(b'{"prompt": "2+2?", "completion": null}\n'),
+     ["mine.jsonl:1", "'completion'", "must be a string", "None"], DataError),
+    ("JSONL other keys", data_file(b'{"question": "2+2?", "answer": "4"}\n'),
+     ["mine.jsonl:1", "'prompt'", "required fields", "['answer', 'question']"], DataError),
+    ("JSONL preference pairs", data_file(b'{"prompt": "a", "chosen": "b", "rejected": "c"}\n'),
+     ["mine.jsonl:1", "'completion'", "required fields"], DataError),
+    ("JSONL one record only", data_file(b'{"prompt": "2+2?", "completion": "4"}\n'),
+     ["mine.jsonl", "1 record", "at least 2"], DataError),
+    ("JSONL split values unknown", data_file(b'{"prompt": "a", "completion": "b", "split": "dev"}\n'),
+     ["mine.jsonl", "['dev']", "'validation'"], DataError),
+    ("JSONL split on some records only",
+     data_file(b'{"prompt": "a", "completion": "b", "split": "train"}\n{"prompt": "a", "completion": "b"}\n'),
+     ["mine.jsonl", "'split'", "all or none"], DataError),
+    ("JSON an object, not a list", data_path(b'{"prompt": "a", "completion": "b"}', "mine.json"),
+     ["mine.json", "JSON array", "['completion', 'prompt']"], DataError),
+    ("JSON a list of strings", data_path(b'["a", "b"]', "mine.json"), ["mine.json record 0", "JSON object", "str"],
+     DataError),
+    ("JSON malformed", data_path(b'[{"prompt": "a",', "mine.json"), ["mine.json", "malformed JSON"], DataError),
+    ("JSON empty list", data_path(b'[]', "mine.json"), ["mine.json", "empty"], DataError),
+    ("CSV file", data_path(b'prompt,completion\na,b\n', "mine.csv"), ["dataset=", "mine.csv", ".jsonl", ".json"],
+     DataError),
+    ("a folder as dataset", lambda tmp: records(str(tmp))(tmp), ["dataset=", "folder", ".jsonl"], DataError),
+    ("a .jsonl that does not exist", records("/nonexistent/mine.jsonl"), ["dataset=", "no such file"], DataError),
+    ("dataset empty string", records(""), ["dataset", "''", "non-empty"], DataError),
+    ("dataset None", records(None), ["dataset", "None", "string"], DataError),
+    ("unknown split", records("definitions", "dev"), ["split", "'dev'", "'validation'"], DataError),
+    ("n = 0", records("definitions", n=0), ["n", "0", "integer ≥ 1"], DataError),
+    ("n a float", records("definitions", n=2.5), ["n", "2.5", "integer"], DataError),
+    ("seed negative (data)", records("definitions", seed=-3), ["seed", "-3", "integer ≥ 0"], DataError),
+    # --- records handed to training ---------------------------------------------------------------------------
+    ("training records a dict", sft(PC), ["train_records", "dict", "a list of records", "put it in a list"], DataError),
+    ("training records a string", sft("2+2? 4"), ["train_records", "str", "a list of records"], DataError),
+    ("training record a string", sft(["2+2? 4"]), ["train_records[0]", "str", "a dict"], DataError),
+    ("training record other keys", sft([{"question": "a", "answer": "b"}]),
+     ["train_records[0]", "['answer', 'question']", "'prompt' and 'completion'"], DataError),
+    ("training record a null completion", sft([{"prompt": "a", "completion": None}]),
+     ["train_records[0]['completion']", "None", "non-empty string"], DataError),
+    ("training record a number", sft([{"prompt": 4, "completion": "b"}]), ["train_records[0]['prompt']", "int 4"],
+     DataError),
+    ("training record no completion", sft([{"prompt": "a"}]), ["train_records[0]['completion']", "missing"], DataError),
+    ("training record an empty completion", sft([PC, {"prompt": "a", "completion": ""}]),
+     ["train_records[1]['completion']", "empty"], DataError),
+    ("training record a preference pair", sft([{"prompt": "a", "chosen": "b", "rejected": "c"}]),
+     ["train_records[0]", "preference pair", "train_dpo"], DataError),
+    ("training record a bad message", sft([{"prompt": [{"role": "user"}], "completion": [{"role": "assistant",
+                                                                                            "content": "b"}]}]),
+     ["train_records[0]['prompt'][0]", "'role': str, 'content': str"], DataError),
+    ("training record mixed kinds", sft([{"prompt": "a", "completion": [{"role": "assistant", "content": "b"}]}]),
+     ["train_records[0]", "must both be strings or both message lists"], DataError),
+    ("training messages a string", sft([{"messages": "hi"}]), ["train_records[0]['messages']", "list of messages"],
+     DataError),
+    ("held-out record a string", sft([PC], ["x"]), ["eval_records[0]", "str", "a dict"], DataError),
+    ("task records without a target", prompts([{"source": "a"}]), ["records[0]['target']", "missing"], DataError),
+    ("task records given prompt/completion", prompts([PC]), ["records[0]['source']", "missing", "load_records"],
+     DataError),
+    ("task records given pairs", prompts([{"prompt": "a", "chosen": "b", "rejected": "c"}]),
+     ["records[0]", "preference pair", "train_dpo"], DataError),
 ]
 
 
-def test_the_table_is_big_enough():
-    assert len(CASES) >= 30
+def test_bad_input_tables_together():
+    import test_bad_inputs_eval
+    import test_bad_inputs_models
+    assert len(CASES) >= 100
+    assert len(CASES) + len(test_bad_inputs_eval.CASES) + len(test_bad_inputs_models.CASES) >= 150
 
 
-@pytest.mark.parametrize("name,call,words", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gets_a_clear_value_error(name, call, words, tmp_path):
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_a_clear_value_error(case, tmp_path):
+    name, call, words = case[:3]
+    expected = case[3] if len(case) > 3 else ValueError
     with pytest.raises(ValueError) as info:
         call(tmp_path)
+    assert isinstance(info.value, expected), f"{name}: {type(info.value).__name__}, not {expected.__name__}"
     msg = str(info.value)
     missing = [w for w in words if w not in msg]
     assert not missing, f"{name}: message lacks {missing}: {msg}"

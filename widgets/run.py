@@ -97,7 +97,11 @@ class RunControls:
             res = event["result"]
             what = f"stopped at step {res.steps} ({html.escape(res.stop_reason)})" if res.stopped else f"done: {res.steps} steps"
             saved = f" · saved to {html.escape(res.saved_to)}" if res.saved_to else ""
-            self._say(f"{what} in {res.seconds:.0f} s, {res.tokens_per_s:.0f} tokens/s{saved}", "#2e7d32")
+            data = ""
+            if res.dropped_examples or res.truncated_examples:  # what TRL's cut at seq_len did to the data
+                data = (f" · <span style='color:#e65100'>of {res.examples} examples {res.dropped_examples} left out, "
+                        f"{res.truncated_examples} cut at seq_len</span>")
+            self._say(f"{what} in {res.seconds:.0f} s, {res.tokens_per_s:.0f} tokens/s{saved}{data}", "#2e7d32")
         elif kind == "error":
             err = event["error"]
             self.progress.bar.bar_style = "danger"
