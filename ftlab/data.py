@@ -253,6 +253,9 @@ def load_records(name: str, split: str = "train", n: int | None = None, seed: in
     if fmap is not None:
         rows = [{**r, "source": r[fmap["source"]], "target": r[fmap["target"]], "task": task} for r in rows]
     if n is not None:
+        if 0 < len(rows) < n:  # said, not hidden: a run asking for more repeats these (more epochs)
+            print(f"ftlab: dataset={name!r} split={split!r} has {len(rows)} records, fewer than the {n} asked for: "
+                  "using all of them")
         rows = rows[:n]
     if not rows:
         raise DataError(f"dataset={name!r} split={split!r} has no records", field="dataset")
@@ -444,14 +447,20 @@ def fit_to_length(records: list[dict], tokenizer, seq_len: int, reserve: int = 6
     loss is on); cutting the source instead keeps every example usable. `reserve` covers the chat
     template, the instruction wording and the target (~20 + 20 + 20 tokens here).
     """
+    if not (isinstance(records, list) and not records):  # [] stays [] (a zero-shot lab's demonstrations)
+        check_task_records(records)
     budget = seq_len - reserve - max((len(tokenizer(r["target"])["input_ids"]) for r in records), default=0)
     if budget < 16:
         raise DataError(f"seq_len={seq_len} is too short for this dataset: at least "
                         f"{seq_len - budget + 16} tokens are needed")
-    out = []
+    out, cut = [], 0
     for r in records:
         ids = tokenizer(r["source"], add_special_tokens=False)["input_ids"]
+        cut += len(ids) > budget
         out.append({**r, "source": tokenizer.decode(ids[:budget]).strip()} if len(ids) > budget else r)
+    if cut:
+        print(f"ftlab: {cut} of {len(records)} sources shortened to {budget} tokens to fit seq_len={seq_len} "
+              "(their completions kept whole)")
     return out
 
 
