@@ -8,6 +8,10 @@ import random
 import re
 
 from ftlab.data import format_prompt, load_records
+from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_number, check_text
+from ftlab.evaluation import check_conversations
+
+PAIR = ("prompt", "chosen", "rejected")
 
 # LoRA on the attention and MLP projections, as ftlab's "lora" method; SEQ_CLS keeps the new score head trainable
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
@@ -18,19 +22,20 @@ def preference_pairs(split: str = "train", n: int | None = None, seed: int = 0, 
     "rejected": [assistant turn]}, the chosen answer a word's WordNet gloss. negatives="sibling" (the embedded
     pairs): the rejected answer is the gloss of a sibling word under the same hypernym, same style and topic,
     wrong meaning (hard). negatives="random": the gloss of another word of the split (easy: off-topic)."""
+    negatives = check_choice("negatives", negatives, ("sibling", "random"))
+    n = None if n is None else check_int("n", n, 1)
+    seed = check_int("seed", seed, 0)
     if negatives == "sibling":
         rows = load_records("preferences", split, n=n, seed=seed)
     elif negatives == "random":
         words = load_records("definitions", split, n=n, seed=seed)
         if len(words) < 2:
-            raise ValueError(f"n={n!r} is too small for negatives='random': at least 2 words are needed")
+            raise ConfigError("n", n, "at least 2 with negatives='random' (the rejected answer is another gloss)")
         rng = random.Random(seed)
         rows = []
         for i, r in enumerate(words):
             other = words[(i + rng.randrange(1, len(words))) % len(words)]
             rows.append({"prompt": format_prompt(r, 0), "chosen": r["target"], "rejected": other["target"]})
-    else:
-        raise ValueError(f"negatives={negatives!r} is not allowed: 'sibling' or 'random'")
     return [{"prompt": [{"role": "user", "content": r["prompt"]}],
              "chosen": [{"role": "assistant", "content": r["chosen"]}],
              "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]
@@ -40,6 +45,7 @@ def sums(n: int, seed: int = 0, max_value: int = 10) -> list[dict]:
     """Small additions for GRPO ("What is 7 + 3?", result 10): easy enough that a 135M model gets some right
     when it samples, so the group of answers to one prompt has rewards that differ (GRPO learns from the
     difference; a group that is all wrong or all right teaches nothing)."""
+    n, seed, max_value = check_int("n", n, 1), check_int("seed", seed, 0), check_int("max_value", max_value, 1)
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
@@ -52,6 +58,7 @@ def sums(n: int, seed: int = 0, max_value: int = 10) -> list[dict]:
 def answer_number(text: str) -> int | None:
     """The number a short answer gives as its result: the first after "=" ("2 + 5 = 7"), else the first after
     "is" ("The answer is 7."), else the first number at all. None when there is none."""
+    text = check_text("text", text, error=DataError, allow_empty=True)
     text = text.replace(",", "")
     for pattern in (r"=\s*\**\s*(-?\d+)", r"\bis\s*\**\s*(-?\d+)", r"(-?\d+)"):
         m = re.search(pattern, text)
@@ -69,7 +76,27 @@ def arithmetic_reward(completions, result, **_) -> list[float]:
 
 def series(history: list[dict], key: str) -> list[tuple[int, float]]:
     """(step, value) of one logged quantity, e.g. "rewards/margins" (DPO) or "reward" (GRPO)."""
+    key = check_text("key", key)
+    if isinstance(history, (str, dict)) or not isinstance(history, (list, tuple)) \
+            or not all(isinstance(h, dict) and "step" in h for h in history):
+        raise DataError(f"history={_short(history)} is not allowed: a trainer's log history (a list of dicts with "
+                        "'step'), as the train_* functions return it", field="history")
     return [(h["step"], float(h[key])) for h in history if key in h]
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_run(cfg, listeners):
+    """What every trainer here reads before a model loads: a TrainConfig, and listeners that can be called."""
+    from ftlab.config import TrainConfig
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., ...))")
+    if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
+                                  or not all(callable(f) for f in listeners)):
+        raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
 
 
 def _callbacks(listeners, callback):
@@ -94,12 +121,15 @@ def train_reward_model(cfg, train_pairs, eval_pairs, *, listeners=None, callback
     its layers, trained by TRL's RewardTrainer on -log σ(r(chosen) − r(rejected)) (Bradley-Terry).
     Returns (model, tokenizer, before, after, history): `before`/`after` are the held-out evaluation (loss,
     accuracy = share of pairs where chosen scores higher, mean margin) before and after training."""
+    _check_run(cfg, listeners)
+    train_pairs = check_conversations("train_pairs", train_pairs, PAIR, text_ok=True)
+    eval_pairs = check_conversations("eval_pairs", eval_pairs, PAIR, text_ok=True)  # before and after are read on it
     from datasets import Dataset
     from peft import LoraConfig
     from trl import RewardConfig, RewardTrainer
 
     from ftlab.models import load_model
-    from ftlab.train import trainer_args
+    from ftlab.train import train_guarded, trainer_args
     import torch
     torch.manual_seed(cfg.seed)  # the new score head (drawn while loading) and LoRA weights: the same every run
     model, tok = load_model(cfg.model, for_classification=1, trust_remote_code=cfg.trust_remote_code)
@@ -108,7 +138,7 @@ def train_reward_model(cfg, train_pairs, eval_pairs, *, listeners=None, callback
                             train_dataset=Dataset.from_list(train_pairs), eval_dataset=Dataset.from_list(eval_pairs),
                             peft_config=LoraConfig(task_type="SEQ_CLS", **LORA), callbacks=[cb]))
     before = _eval(trainer)
-    trainer.train()
+    train_guarded(trainer, cfg, cb.result)
     after = _eval(trainer)
     trainer.model.eval()
     return trainer.model, tok, before, after, trainer.state.log_history
@@ -123,6 +153,8 @@ def reward_scores(model, tokenizer, pairs: list[dict], batch_size: int = 8) -> l
     """(reward of chosen, reward of rejected) for each pair. Conversations are scored in right-padded batches:
     the score head reads the last token that is not padding, as RewardTrainer trains it."""
     import torch
+    pairs = check_conversations("pairs", pairs, PAIR)  # conversations: each is rendered by the chat template
+    batch_size = check_int("batch_size", batch_size, 1)
     texts = [tokenizer.apply_chat_template(p["prompt"] + p[side], tokenize=False)
              for p in pairs for side in ("chosen", "rejected")]
     if model.config.pad_token_id is None:  # the last non-pad token is found through it
@@ -145,12 +177,18 @@ def train_dpo(cfg, train_pairs, eval_pairs=None, *, beta: float = 0.1, listeners
     the adapter switched off, so only one copy is in memory. Returns (model, tokenizer, held_out, history):
     held_out is the evaluation on eval_pairs after training (mean margin, share of pairs with a positive margin,
     mean reward of chosen and of rejected); the history has per step "rewards/chosen", "rewards/rejected" (β·log πθ/πref of each answer) and "rewards/margins"."""
+    _check_run(cfg, listeners)
+    # β scales log πθ/πref: β ≤ 0 would reward the rejected answers (or nothing); nan would train to nan
+    beta = check_number("beta", beta, 0, lo_open=True)
+    train_pairs = check_conversations("train_pairs", train_pairs, PAIR, text_ok=True)
+    if eval_pairs is not None:
+        eval_pairs = check_conversations("eval_pairs", eval_pairs, PAIR, text_ok=True, allow_empty=True)
     from datasets import Dataset
     from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     from ftlab.models import load_model
-    from ftlab.train import trainer_args
+    from ftlab.train import train_guarded, trainer_args
     import torch
     model, tok = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     torch.manual_seed(cfg.seed)
@@ -158,8 +196,8 @@ def train_dpo(cfg, train_pairs, eval_pairs=None, *, beta: float = 0.1, listeners
                          train_dataset=Dataset.from_list(train_pairs),
                          eval_dataset=Dataset.from_list(eval_pairs) if eval_pairs else None,
                          peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
-                         callbacks=[_callbacks(listeners, callback)]))
-    trainer.train()
+                         callbacks=[cb := _callbacks(listeners, callback)]))
+    train_guarded(trainer, cfg, cb.result)
     held_out = {}
     if eval_pairs:  # before training the policy is the reference (LoRA starts at zero): every margin is 0
         m = trainer.evaluate()
@@ -175,16 +213,27 @@ def train_grpo(cfg, prompts, reward_funcs, *, num_generations: int = 4, max_comp
     to each prompt, scores them with `reward_funcs`, and raises the likelihood of the answers that beat their
     group's mean. cfg.batch_size answers a step (a multiple of num_generations). Returns (model, tokenizer,
     history); the history has per step "reward" (mean over the sampled answers) and "reward_std"."""
+    _check_run(cfg, listeners)
+    # one answer a group has no mean to beat: GRPO's advantage would be 0 for every answer
+    num_generations = check_int("num_generations", num_generations, 2)
+    max_completion_length = check_int("max_completion_length", max_completion_length, 1)
+    temperature = check_number("temperature", temperature, 0, lo_open=True)
+    beta = check_number("beta", beta, 0)
+    funcs = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    if not funcs or not all(callable(f) or (isinstance(f, str) and f.strip()) for f in funcs):
+        raise ConfigError("reward_funcs", reward_funcs, "a reward function (called with completions and the "
+                          "dataset's columns, returning one float each), a reward model id, or a list of them")
+    if cfg.batch_size % num_generations:
+        raise ConfigError("batch_size", cfg.batch_size, f"a multiple of num_generations={num_generations} "
+                          "(each prompt gets a group of answers)")
+    prompts = check_conversations("prompts", prompts, ("prompt",), text_ok=True)
     from datasets import Dataset
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer
 
     from ftlab.models import load_model
-    from ftlab.train import trainer_args
+    from ftlab.train import train_guarded, trainer_args
     import torch
-    if cfg.batch_size % num_generations:
-        raise ValueError(f"batch_size={cfg.batch_size} is not allowed with num_generations={num_generations}: "
-                         "it must be a multiple of num_generations (each prompt gets a group of answers)")
     model, tok = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     torch.manual_seed(cfg.seed)
     args = trainer_args(GRPOConfig, cfg, num_generations=num_generations, max_completion_length=max_completion_length,
@@ -192,7 +241,7 @@ def train_grpo(cfg, prompts, reward_funcs, *, num_generations: int = 4, max_comp
                         include_num_input_tokens_seen="no")  # GRPO builds its inputs itself: nothing to count
     trainer = _quiet(GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=tok,
                           train_dataset=Dataset.from_list(prompts), peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
-                          callbacks=[_callbacks(listeners, callback)]))
-    trainer.train()
+                          callbacks=[cb := _callbacks(listeners, callback)]))
+    train_guarded(trainer, cfg, cb.result)
     trainer.model.eval()
     return trainer.model, tok, trainer.state.log_history

@@ -19,13 +19,21 @@ def variant(name: str, cfg):
     """The TrainConfig for one comparison entry (a METHODS name or a VARIANTS name)."""
     from ftlab.config import ConfigError
     from ftlab.methods import METHODS
-    method, bits = VARIANTS.get(name, (name, None))
-    if method not in METHODS:
+    _check_cfg(cfg)
+    if not isinstance(name, str) or (name not in METHODS and name not in VARIANTS):  # a list is not a name
         raise ConfigError("methods", name, f"names from {list(METHODS) + list(VARIANTS)}")
+    method, bits = VARIANTS.get(name, (name, None))
     bits = bits or (4 if method == "qlora" else cfg.bits if method not in ("full", "bitfit", "top_k") else max(cfg.bits, 16))
     from ftlab.results import inside
     return replace(cfg, method=method, bits=bits, learning_rate=METHODS[method].lr,
                    output_dir=str(inside(cfg.output_dir, name)))
+
+
+def _check_cfg(cfg, field: str = "cfg"):
+    """A TrainConfig: a dict or a name here would fail deep inside dataclasses.replace or the trainer."""
+    from ftlab.config import ConfigError, TrainConfig
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError(field, cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., ...))")
 
 
 def compare_methods(cfg, names: list[str], train_records, val_records, test_records, *, listeners=None,
@@ -39,8 +47,18 @@ def compare_methods(cfg, names: list[str], train_records, val_records, test_reco
     is the slowest part), or "skipped" with the reason. Methods that start as their base share the validation
     pass before training of the first such method with the same base precision ("val_before_from" names it).
     """
+    from ftlab.errors import ConfigError, check_int, check_strings
     from ftlab.methods import METHODS, check_setup
 
+    _check_cfg(cfg)
+    # every name is checked before the first run trains: a typo in the last would cost all the runs before it
+    names = check_strings("names", names)
+    for name in names:
+        variant(name, cfg)
+    twice = [n for n in dict.fromkeys(names) if names.count(n) > 1]
+    if twice:  # two runs of one name would write to one output folder
+        raise ConfigError("names", names, f"distinct names ({twice[0]!r} is listed twice)")
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
     rows = []
     # the validation pass before training, per base precision, of the methods that start as their base
     # (Method.starts_as_base: the same logits before any step, checked in tests/test_methods.py): run once
@@ -76,12 +94,28 @@ def measure_run(c, train_records, val_records, test_records=None, *, listeners=N
     (the same base scores the same in every run of a sweep: once is enough)."""
     import torch
 
-    from ftlab.data import chat_prompts
+    from ftlab.data import chat_prompts, check_sft_records, check_task_records
+    from ftlab.errors import ConfigError, check_bool, check_int, check_text
     from ftlab.evaluation import generate, rouge
     from ftlab.measure import MemoryMonitor
     from ftlab.methods import trainable_parameters
     from ftlab.models import load_for
     from ftlab.train import finetune
+
+    # everything a run reads, checked before the base loads
+    _check_cfg(c, "c")
+    check_sft_records(train_records, "train_records")
+    if val_records:
+        check_sft_records(val_records, "val_records")
+    if test_records:  # generated from their source, scored against their target
+        check_task_records(test_records, "test_records")
+    if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
+                                  or not all(callable(f) for f in listeners)):
+        raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
+    if label is not None:
+        check_text("label", label)
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    eval_before = check_bool("eval_before", eval_before)
 
     label = label or c.method
     t0 = time.perf_counter()

@@ -12,6 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ftlab.data import DATA_DIR
+from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_number, check_text
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # phone numbers: +country, area codes in parentheses, separators; at least 7 digits in all
@@ -25,16 +26,28 @@ URL_OR_PHONE = re.compile(f"(?P<url>{URL.pattern})|{PHONE.pattern}")
 
 def normalise(text: str) -> str:
     """What two near-identical records share: case, accents, punctuation and spacing removed."""
+    check_text("text", text, error=DataError, allow_empty=True)
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
 
-def dedupe(records: list[dict], key=lambda r: r["source"] + "\x00" + r["target"]) -> tuple[list[dict], list[dict]]:
+def _source_and_target(r: dict) -> str:
+    return r["source"] + "\x00" + r["target"]
+
+
+def dedupe(records: list[dict], key=_source_and_target) -> tuple[list[dict], list[dict]]:
     """(kept, dropped): a record is dropped when its normalised key (source and target by default) was seen
     before. Exact duplicates and copies that differ only in case, punctuation or spacing both go."""
+    _check_records(records, ("source", "target") if key is _source_and_target else ())
+    if not callable(key):
+        raise ConfigError("key", key, "a function of a record that returns a string (by default source and target)")
     seen, kept, dropped = set(), [], []
-    for r in records:
-        k = normalise(key(r))
+    for i, r in enumerate(records):
+        k = key(r)
+        if not isinstance(k, str):
+            raise DataError(f"key(records[{i}]) is {type(k).__name__} {_short(k)}: the key function must return a "
+                            "string", field="key")
+        k = normalise(k)
         (dropped if k in seen else kept).append(r)
         seen.add(k)
     return kept, dropped
@@ -47,6 +60,7 @@ def _is_phone(match: str) -> bool:
 def scrub_pii(text: str) -> tuple[str, dict]:
     """Replace e-mail addresses and phone numbers with placeholders; returns (text, counts). Regular expressions
     find the common forms only: a real pipeline adds a named-entity model for names and addresses."""
+    check_text("text", text, error=DataError, allow_empty=True)
     counts = {"email": 0, "phone": 0}
 
     def sub_email(m):
@@ -79,7 +93,7 @@ STOP = frozenset("a an the and or but of to in on at for with by from as is are 
 
 def synonym_replace(text: str, n: int = 1, rng: random.Random | None = None) -> str:
     """Replace up to n content words that have a WordNet synonym by one of their synonyms (case kept)."""
-    rng = rng or random.Random(0)
+    text, n, rng = check_text("text", text, error=DataError, allow_empty=True), check_int("n", n, 0), _rng(rng)
     table = synonyms()
     spots = [m for m in WORD.finditer(text) if m.group().lower() not in STOP and m.group().lower() in table]
     for m in sorted(rng.sample(spots, min(n, len(spots))), key=lambda m: -m.start()):
@@ -91,7 +105,7 @@ def synonym_replace(text: str, n: int = 1, rng: random.Random | None = None) -> 
 
 def word_deletion(text: str, p: float = 0.1, rng: random.Random | None = None) -> str:
     """Drop each word with probability p (one word always stays)."""
-    rng = rng or random.Random(0)
+    text, p, rng = check_text("text", text, error=DataError, allow_empty=True), check_number("p", p, 0, 1), _rng(rng)
     words = text.split()
     kept = [w for w in words if rng.random() >= p]
     return " ".join(kept or [rng.choice(words)]) if words else text
@@ -99,7 +113,7 @@ def word_deletion(text: str, p: float = 0.1, rng: random.Random | None = None) -
 
 def word_swap(text: str, n: int = 1, rng: random.Random | None = None) -> str:
     """Swap two random words, n times."""
-    rng = rng or random.Random(0)
+    text, n, rng = check_text("text", text, error=DataError, allow_empty=True), check_int("n", n, 0), _rng(rng)
     words = text.split()
     for _ in range(n if len(words) > 1 else 0):
         i, j = rng.sample(range(len(words)), 2)
@@ -113,7 +127,7 @@ KEYBOARD = {c: n for row in ("qwertyuiop", "asdfghjkl", "zxcvbnm") for i, c in e
 
 def typo_noise(text: str, p: float = 0.05, rng: random.Random | None = None) -> str:
     """Each letter, with probability p, becomes a typo: a neighbouring key, a doubled or a dropped letter."""
-    rng = rng or random.Random(0)
+    text, p, rng = check_text("text", text, error=DataError, allow_empty=True), check_number("p", p, 0, 1), _rng(rng)
     out = []
     for c in text:
         if c.lower() in KEYBOARD and rng.random() < p:
@@ -133,7 +147,38 @@ AUGMENTATIONS = {"synonym replacement": synonym_replace, "word deletion": word_d
 
 def augment(records: list[dict], how: str, seed: int = 0) -> list[dict]:
     """A copy of each record with its source changed by one augmentation (the target is kept)."""
-    if how not in AUGMENTATIONS:
-        raise ValueError(f"how={how!r} is not allowed: one of {list(AUGMENTATIONS)}")
-    rng = random.Random(seed)
+    how = check_choice("how", how, AUGMENTATIONS)
+    _check_records(records, ("source",))
+    rng = random.Random(check_int("seed", seed, 0))
     return [{**r, "source": AUGMENTATIONS[how](r["source"], rng=rng)} for r in records]
+
+
+def _rng(rng) -> random.Random:
+    """The caller's random.Random, or a fixed one; a seed given here instead would fail deep inside."""
+    if rng is None:
+        return random.Random(0)
+    if not isinstance(rng, random.Random):
+        raise ConfigError("rng", rng, "None or a random.Random (e.g. random.Random(0))")
+    return rng
+
+
+def _check_records(records, keys: tuple) -> None:
+    """A list of dicts whose `keys` hold strings; DataError names the record and what it has."""
+    if isinstance(records, (str, dict)) or not isinstance(records, (list, tuple)):
+        hint = " (one record? put it in a list)" if isinstance(records, dict) else ""
+        raise DataError(f"records={_short(records)} is not allowed: a list of records (dicts), not a "
+                        f"{type(records).__name__}{hint}", field="records")
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise DataError(f"records[{i}] is {type(r).__name__} {_short(r)}: a dict with {list(keys)} is needed",
+                            field="records")
+        for k in keys:
+            if not isinstance(r.get(k), str):
+                got = "missing" if k not in r else f"{type(r[k]).__name__} {_short(r[k])}"
+                raise DataError(f"records[{i}][{k!r}] is {got}: a string is needed (this record has keys "
+                                f"{sorted(r)})", field="records")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

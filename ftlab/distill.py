@@ -4,8 +4,20 @@ the teacher's generations), and the numbers that compare a student with its teac
 from __future__ import annotations
 
 import copy
+import numbers
 
 import torch
+
+from ftlab.errors import ConfigError, check_int, check_number
+from ftlab.evaluation import check_conversations, scored_batches
+
+
+def _number(field: str, value, *args, **kwargs) -> float:
+    """check_number, with the value shown as the caller wrote it (temperature=0, not 0.0)."""
+    try:
+        return check_number(field, value, *args, **kwargs)
+    except ConfigError as e:
+        raise ConfigError(field, value, e.allowed) from None
 
 
 def shrink(model, keep: int | list[int]):
@@ -15,13 +27,29 @@ def shrink(model, keep: int | list[int]):
 
     Written here because transformers has no function for it; it is a copy and a slice of the block list.
     """
-    n = model.config.num_hidden_layers
-    if isinstance(keep, int):
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if not isinstance(n, int) or not isinstance(getattr(getattr(model, "model", None), "layers", None),
+                                                torch.nn.ModuleList):
+        shown = type(model).__name__ if isinstance(model, torch.nn.Module) else model
+        raise ConfigError("model", shown, "a decoder-only transformers model with its blocks in "
+                          "model.model.layers (e.g. LlamaForCausalLM); merge a peft model first (merge_and_unload)")
+    import numpy as np
+    given = keep
+    if isinstance(keep, numbers.Integral) and not isinstance(keep, bool):
+        keep = int(keep)
         if not 1 <= keep <= n:
-            raise ValueError(f"keep={keep} is not allowed: between 1 and the teacher's {n} layers")
+            raise ConfigError("keep", given, f"between 1 and the teacher's {n} layers")
         keep = sorted({round(i * (n - 1) / max(keep - 1, 1)) for i in range(keep)})
+    allowed = f"a count from 1 to {n}, or a list of distinct layer indices in 0..{n - 1}"
+    if not isinstance(keep, (list, tuple, range, np.ndarray)) or not all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in keep):  # True is not layer 1
+        raise ConfigError("keep", given, allowed)
+    keep = [int(i) for i in keep]
     if not keep or any(not 0 <= i < n for i in keep):
-        raise ValueError(f"keep={keep!r} is not allowed: layer indices in 0..{n - 1}")
+        raise ConfigError("keep", given, f"layer indices in 0..{n - 1}")
+    twice = sorted({i for i in keep if keep.count(i) > 1})
+    if twice:  # the student would hold one module twice: both places would train (and be saved) as one block
+        raise ConfigError("keep", given, f"distinct layer indices in 0..{n - 1} (layer {twice[0]} is listed twice)")
     student = copy.deepcopy(model)
     # A model trained by TRL's SFTTrainer keeps an instance-level `forward` whose closure calls the original
     # model's forward: deep-copied, the student would run the teacher's blocks. Use the class's forward.
@@ -61,6 +89,13 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
     the Jensen-Shannon divergence). Off-policy: the tokens are the dataset's completions (GKD with lmbda=0).
     All of the student's weights train. train_records: conversational prompt/completion records.
     Returns (TrainResult, student)."""
+    from ftlab.config import TrainConfig
+    # T ≤ 0 or nan divides the logits into nonsense, and the T² scale then trains the weights to nan
+    temperature = _number("temperature", temperature, 0, lo_open=True)
+    beta = _number("beta", beta, 0, 1)  # the mix of forward and reverse KL (0.5: Jensen-Shannon)
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(method='full', ...))")
+    train_records = check_conversations("train_records", train_records)
     import os
 
     import datasets
@@ -70,9 +105,7 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-    from ftlab.train import ReportCallback, trainer_args
-    if temperature <= 0:
-        raise ValueError(f"temperature={temperature!r} is not allowed: a number > 0")
+    from ftlab.train import ReportCallback, train_guarded, trainer_args
     datasets.disable_progress_bars()
     student.requires_grad_(True)  # a copy of a frozen (merged) teacher has every weight frozen
     teacher.requires_grad_(False)
@@ -84,7 +117,7 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
     trainer = trainer_class(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
                             train_dataset=Dataset.from_list(messages), callbacks=[cb])
     trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    train_guarded(trainer, cfg, cb.result)
     student.eval()
     return cb.result, student
 
@@ -93,6 +126,8 @@ def with_teacher_answers(teacher, tokenizer, train_records, max_new_tokens: int 
     """Sequence-level distillation's data (Kim & Rush, 2016): the same prompts, with the teacher's greedy answer
     as the completion."""
     from ftlab.evaluation import generate
+    train_records = check_conversations("train_records", train_records, ("prompt",))
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
     prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
                for r in train_records]
     answers = generate(teacher, tokenizer, prompts, max_new_tokens=max_new_tokens)
@@ -104,11 +139,11 @@ def against_teacher(student, teacher, tokenizer, records, batch_size: int = 8) -
     """On the completion tokens of held-out conversational records: the student's loss on the reference
     (cross-entropy), its mean KL(teacher ‖ student) per token at T = 1, and how often its most likely next token
     is the teacher's (top-1 agreement)."""
-    from ftlab.data import loss_batches
+    batches = scored_batches(tokenizer, records, batch_size)  # refuses what would end in 0/0
     ce = kl = agree = count = 0.0
     device = next(student.parameters()).device
     with torch.no_grad():
-        for batch in loss_batches(tokenizer, records, batch_size):
+        for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
             s = student(**inputs).logits[:, :-1].float().log_softmax(-1)

@@ -1,10 +1,16 @@
 """Metrics through `evaluate`, from local metric modules (ftlab/metrics/*) so they work offline,
-plus batched greedy generation for before/after comparisons."""
+plus batched greedy generation for before/after comparisons.
+
+A metric never turns a caller's mistake into a number: empty or mis-typed input, a bare string where a list
+of strings is meant (its characters would be scored), lists of different lengths and records of the wrong
+shape are refused with a ConfigError or DataError (ftlab.errors) before a model runs."""
 from __future__ import annotations
 
 import math
 import warnings
 from pathlib import Path
+
+from ftlab.errors import DataError, check_bool, check_choice, check_int, check_strings
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 _cache: dict = {}
@@ -13,30 +19,98 @@ _cache: dict = {}
 def load_metric(name: str):
     """evaluate.load on ftlab's local module folder (the hub's "rouge" needs network)."""
     import evaluate
-    folder = METRICS_DIR / name
-    if not (folder / f"{name}.py").is_file():
-        raise ValueError(f"metric={name!r} is unknown: one of {sorted(p.name for p in METRICS_DIR.iterdir() if p.is_dir())}")
+    known = sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
+    name = check_choice("metric", name, known)
     if name not in _cache:
-        _cache[name] = evaluate.load(str(folder))
+        _cache[name] = evaluate.load(str(METRICS_DIR / name))
     return _cache[name]
+
+
+def _pairs_of_texts(predictions, references) -> None:
+    """Two non-empty lists of strings, one reference per prediction."""
+    check_strings("predictions", predictions, error=DataError)
+    check_strings("references", references, error=DataError)
+    if len(predictions) != len(references):
+        raise DataError(f"predictions ({len(predictions)}) and references ({len(references)}) are not allowed to "
+                        "differ in length: one reference per prediction is needed", field="references")
 
 
 def rouge(predictions: list[str], references: list[str], per_example: bool = False) -> dict:
     """ROUGE-1/2/L/Lsum F-measures (mean over examples, or the per-example lists)."""
-    if len(predictions) != len(references) or not predictions:
-        raise ValueError(f"predictions ({len(predictions)}) and references ({len(references)}) must be equal, non-zero lengths")
-    return load_metric("rouge").compute(predictions=predictions, references=references, use_aggregator=not per_example)
+    _pairs_of_texts(predictions, references)
+    per_example = check_bool("per_example", per_example)
+    return load_metric("rouge").compute(predictions=list(predictions), references=list(references),
+                                        use_aggregator=not per_example)
 
 
 def exact_match(predictions: list[str], references: list[str]) -> float:
     """Share of predictions equal to the reference after stripping whitespace and case."""
+    _pairs_of_texts(predictions, references)
     norm = lambda s: " ".join(s.lower().split())  # noqa: E731
-    return sum(norm(p) == norm(r) for p, r in zip(predictions, references)) / max(len(references), 1)
+    return sum(norm(p) == norm(r) for p, r in zip(predictions, references)) / len(references)
+
+
+def check_conversations(field: str, records, keys: tuple = ("prompt", "completion"), text_ok: bool = False,
+                        allow_empty: bool = False) -> list[dict]:
+    """Records as TRL's trainers and ftlab.data.loss_batches read them: a list of dicts whose `keys` each hold a
+    non-empty list of {"role": str, "content": str} messages (text_ok: or each a non-empty string). DataError
+    names the record, what it has and what is needed, before a model runs."""
+    needed = " and ".join(repr(k) for k in keys)
+    if isinstance(records, (str, dict)) or not isinstance(records, (list, tuple)):
+        hint = " (one record? put it in a list)" if isinstance(records, dict) else ""
+        raise DataError(f"{field}={_short(records)} is not allowed: a list of records with {needed} is needed, "
+                        f"not a {type(records).__name__}{hint}", field=field)
+    if not records and not allow_empty:
+        raise DataError(f"{field}={_short(records)} is not allowed: at least one record with {needed} is needed",
+                        field=field)
+    what = "a non-empty string or a non-empty list of messages" if text_ok else \
+        "a non-empty list of {'role': str, 'content': str} messages"
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise DataError(f"{field}[{i}] is {type(r).__name__} {_short(r)}: a dict with {needed} is needed",
+                            field=field)
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise DataError(f"{field}[{i}] has keys {sorted(r)}: needed are {needed}{_shape_hint(r, keys)}",
+                            field=field)
+        kinds = set()
+        for k in keys:
+            v = r[k]
+            if text_ok and isinstance(v, str) and v.strip():
+                kinds.add("text")
+                continue
+            ok = isinstance(v, list) and v and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                   and isinstance(m.get("content"), str) for m in v)
+            if not ok:
+                raise DataError(f"{field}[{i}][{k!r}] is {type(v).__name__} {_short(v)}: {what} is needed",
+                                field=field)
+            kinds.add("messages")
+        if len(kinds) > 1:  # TRL applies the chat template to all of a record or to none of it
+            raise DataError(f"{field}[{i}]: {needed} must all be strings or all message lists", field=field)
+    return list(records)
+
+
+def _shape_hint(record: dict, keys: tuple) -> str:
+    if "chosen" in record and "chosen" not in keys:
+        return " (this is a preference pair: train on pairs with ftlab.align.train_dpo or train_reward_model)"
+    if "completion" in record and "chosen" in keys:
+        return " (this is a prompt/completion record; ftlab.align.preference_pairs makes preference pairs)"
+    if "source" in record:
+        return " (task records from load_records go through ftlab.data.to_prompt_completion first)"
+    return ""
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
     """Greedy completions of already-templated prompts, batched with left padding."""
     import torch
+    prompts = check_strings("prompts", prompts, error=DataError)  # a bare string would be generated per character
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    batch_size = check_int("batch_size", batch_size, 1)
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # decoder-only: pad on the left so every row continues from its end
     was_training = model.training
@@ -58,19 +132,30 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, bat
     return out
 
 
+def scored_batches(tokenizer, records, batch_size, field: str = "records") -> list[dict]:
+    """ftlab.data.loss_batches of checked conversational prompt/completion records, refused when no completion
+    token is left to score (the mean would be 0/0)."""
+    from ftlab.data import loss_batches
+    records = check_conversations(field, records)
+    batches = loss_batches(tokenizer, records, check_int("batch_size", batch_size, 1))
+    if not sum(int((b["labels"] != -100).sum()) for b in batches):
+        raise DataError(f"{field}: none of the {len(records)} records has a completion token to score", field=field)
+    return batches
+
+
 def completion_loss(model, tokenizer, records: list[dict], batch_size: int = 8) -> float:
     """Mean cross-entropy per completion token of conversational prompt/completion records: the held-out loss
     on the answers alone, comparable between models however they were trained (the trainer's eval_loss
     covers whatever the run's loss covered, prompt tokens included when completion_only_loss=False)."""
     import torch
 
-    from ftlab.data import loss_batches
+    batches = scored_batches(tokenizer, records, batch_size)
     device = next(model.parameters()).device
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for batch in loss_batches(tokenizer, records, batch_size):
+        for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1].float()
             labels = batch["labels"][:, 1:]
@@ -78,21 +163,27 @@ def completion_loss(model, tokenizer, records: list[dict], batch_size: int = 8) 
                                                        reduction="sum").item()
             count += int((labels != -100).sum())
     model.train(was_training)
-    return total / max(count, 1)
+    return total / count
 
 
 def perplexity(model, tokenizer, texts: list[str], max_length: int = 256) -> float:
-    """exp(mean token negative log-likelihood) over texts, each cut at max_length tokens."""
+    """exp(mean token negative log-likelihood) over texts, each cut at max_length tokens. Texts of fewer than
+    2 tokens have no next token to predict and are skipped; if all are, the perplexity is refused."""
     import torch
+    texts = check_strings("texts", texts, error=DataError)
+    max_length = check_int("max_length", max_length, 2)
+    encoded = [tokenizer(t, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"] for t in texts]
+    encoded = [ids for ids in encoded if ids.shape[1] >= 2]
+    if not encoded:
+        raise DataError(f"texts: all {len(texts)} texts are too short to score (under 2 tokens each): perplexity "
+                        "needs texts of at least 2 tokens", field="texts")
     device = next(model.parameters()).device
     nll, n = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for t in texts:
-            ids = tokenizer(t, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"].to(device)
-            if ids.shape[1] < 2:
-                continue
+        for ids in encoded:
+            ids = ids.to(device)
             loss = model(input_ids=ids, labels=ids).loss
             nll += loss.item() * (ids.shape[1] - 1)
             n += ids.shape[1] - 1
-    return math.exp(nll / max(n, 1))
+    return math.exp(nll / n)

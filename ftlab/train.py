@@ -260,6 +260,20 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     return cb.result, trainer
 
 
+def train_guarded(trainer, cfg, result: TrainResult | None = None) -> None:
+    """trainer.train() for the other TRL trainers (reward, DPO, GRPO, GKD) with train_sft's non-finite guard:
+    at a nan/inf loss the run stops, the weights that gave the last finite loss are put back, and
+    NonFiniteLoss says so (without it a bad temperature or beta trains on to non-finite weights in silence)."""
+    guard = GoodWeights()
+    trainer.add_callback(guard)
+    trainer.train()
+    if guard.bad_step is not None:
+        if result is not None:
+            result.stopped, result.stop_reason = True, f"non-finite loss at step {guard.bad_step}"
+        _release(trainer)
+        raise NonFiniteLoss(guard.message(cfg), result)
+
+
 def _account_for_truncation(trainer, result: TrainResult, n_train: int, n_eval: int, seq_len: int) -> None:
     """Count what TRL's preparation did to the data, say it in one line, and refuse a run left with nothing.
 

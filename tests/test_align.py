@@ -43,7 +43,7 @@ def test_random_negatives_are_another_words_gloss():
 def test_bad_negatives_and_group_size_are_refused(tmp_path):
     with pytest.raises(ValueError, match="negatives='nearby' is not allowed"):
         align.preference_pairs(negatives="nearby")
-    with pytest.raises(ValueError, match="batch_size=6 is not allowed with num_generations=4"):
+    with pytest.raises(ValueError, match="batch_size=6 is not allowed: a multiple of num_generations=4"):
         align.train_grpo(TrainConfig(batch_size=6, output_dir=str(tmp_path)), [], align.arithmetic_reward)
 
 
