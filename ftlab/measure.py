@@ -22,8 +22,14 @@ class MemoryMonitor:
 
     def __init__(self, device: str | None = None, interval_s: float = 0.005):
         import torch
+
+        from ftlab.errors import check_number
+        from ftlab.models import check_device
+        device = check_device(device)  # ConfigError naming `device`, with the devices this machine has
         self.cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        self.interval_s = interval_s
+        self.device = device
+        self.interval_s = check_number("interval_s", interval_s, 0, 10, lo_open=True)
+        self._t0 = None
         self.phases: dict[str, dict] = {}
         self._thread = None
         self._running = False
@@ -44,8 +50,8 @@ class MemoryMonitor:
         if self.cuda:
             import torch
             torch.cuda.synchronize()
-            self._baseline = torch.cuda.memory_allocated() / GIB
-            torch.cuda.reset_peak_memory_stats()
+            self._baseline = torch.cuda.memory_allocated(self.device) / GIB
+            torch.cuda.reset_peak_memory_stats(self.device)
         else:
             self._baseline = self._rss() / GIB
             self._peak_rss = self._rss()
@@ -59,11 +65,11 @@ class MemoryMonitor:
         """Current figures (GiB): peaks since start() and what is in use now."""
         if self.cuda:
             import torch
-            torch.cuda.synchronize()
-            free, total = torch.cuda.mem_get_info()
-            return {"allocated_gib": torch.cuda.memory_allocated() / GIB,
-                    "peak_allocated_gib": torch.cuda.max_memory_allocated() / GIB,
-                    "peak_reserved_gib": torch.cuda.max_memory_reserved() / GIB,
+            torch.cuda.synchronize(self.device)
+            free, total = torch.cuda.mem_get_info(self.device)
+            return {"allocated_gib": torch.cuda.memory_allocated(self.device) / GIB,
+                    "peak_allocated_gib": torch.cuda.max_memory_allocated(self.device) / GIB,
+                    "peak_reserved_gib": torch.cuda.max_memory_reserved(self.device) / GIB,
                     "device_used_gib": (total - free) / GIB, "device_total_gib": total / GIB,
                     "baseline_gib": self._baseline}
         rss = self._rss()
@@ -71,12 +77,20 @@ class MemoryMonitor:
         return {"rss_gib": rss / GIB, "peak_rss_gib": self._peak_rss / GIB, "baseline_gib": self._baseline}
 
     def mark(self, phase: str) -> dict:
+        from ftlab.errors import FtlabError, check_text
+        check_text("phase", phase)
+        if self._t0 is None:
+            raise FtlabError(f"MemoryMonitor.mark({phase!r}) before start(): call monitor.start() first "
+                             "(its figures are measured from there)")
         snap = self.snapshot()
         snap["seconds"] = time.perf_counter() - self._t0
         self.phases[phase] = snap
         return snap
 
     def stop(self) -> dict:
+        if self._t0 is None:
+            from ftlab.errors import FtlabError
+            raise FtlabError("MemoryMonitor.stop() before start(): call monitor.start() first")
         snap = self.mark("end")
         self._running = False
         if self._thread:
@@ -85,6 +99,10 @@ class MemoryMonitor:
 
     # --- as a training listener ---------------------------------------------------------------
     def __call__(self, event: dict):
+        if not isinstance(event, dict):  # not an ftlab training event
+            return
+        if self._t0 is None:  # used as a listener without start(): measure from the first event
+            self.start()
         if event.get("kind") == "step" and "after_first_step" not in self.phases:
             self.mark("after_first_step")
         if event.get("kind") == "step":

@@ -219,9 +219,23 @@ def save_trained(model, folder, cfg) -> str:
     """
     import json
 
+    import torch
     from safetensors.torch import save_file
 
+    from ftlab.config import TrainConfig
+    from ftlab.errors import ConfigError
+    from ftlab.guard import _folder_arg, base_record, check_applied
     from ftlab.results import atomic_dir
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, "the run's TrainConfig (saved beside the weights; load_trained needs it)")
+    if isinstance(model, tuple) and model and isinstance(model[0], torch.nn.Module):
+        raise ConfigError("model", model, "the trained model alone, not a (model, tokenizer) pair")
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError("model", model, "the model apply_method returned (and training changed)")
+    folder = _folder_arg(folder, what="where to save what the run trained")
+    if os.path.isfile(folder):
+        raise ConfigError("folder", folder, "a folder (this path is an existing file)")
+    check_applied(model, cfg)
     with atomic_dir(folder) as tmp:
         if hasattr(model, "peft_config"):
             model.save_pretrained(tmp, safe_serialization=True)
@@ -230,32 +244,66 @@ def save_trained(model, folder, cfg) -> str:
         else:
             save_file(_trained_tensors(model), os.path.join(tmp, "trained.safetensors"))
         with open(os.path.join(tmp, "ftlab_method.json"), "w") as f:
-            json.dump({"method": cfg.method, "config": cfg.to_dict()}, f, indent=1)
+            json.dump({"method": cfg.method, "config": cfg.to_dict(), "base": base_record(model)}, f, indent=1)
     return str(folder)
 
 
 def load_trained(base, folder):
-    """The inverse of save_trained: `base` (as load_model returns it) with the trained parameters put back."""
-    import json
+    """The inverse of save_trained: `base` (as load_model returns it) with the trained parameters put back.
 
-    from ftlab.config import TrainConfig
-    folder = str(folder)
-    with open(os.path.join(folder, "ftlab_method.json")) as f:
-        saved = json.load(f)
-    cfg = TrainConfig.from_params(saved["config"])
+    Checked before anything is put on `base` (ftlab.guard.check_trained): the folder is one save_trained wrote,
+    and every saved tensor fits the base (an adapter trained on another model is refused with CheckpointError
+    naming `folder`, the model it was trained on, the given base and the first tensors that differ)."""
+    from ftlab.errors import CheckpointError, FtlabError
+    from ftlab.guard import check_trained, describe_base
+    folder, _saved, cfg = check_trained(base, folder)
     if os.path.exists(os.path.join(folder, "adapter_config.json")):
         from peft import PeftModel, prepare_model_for_kbit_training
         if getattr(base, "is_quantized", False):  # as in training: norms and embeddings upcast to fp32
             base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
-        return PeftModel.from_pretrained(base, folder)
-    if cfg.method == "full":
+        try:
+            return PeftModel.from_pretrained(base, folder)
+        except (RuntimeError, ValueError, KeyError) as e:  # what check_trained could not foresee
+            if isinstance(e, FtlabError):
+                raise
+            raise CheckpointError(f"folder={folder!r}: the adapter (trained on model={cfg.model!r}) could not be put "
+                                  f"on the given base ({describe_base(base)}): {type(e).__name__}: {str(e)[:300]}. "
+                                  "Load a fresh base (this one may be half-changed).", field="folder") from None
+    if cfg.method == "full":  # the whole model was saved: `base` only gives the dtype, device and architecture
+        import json
+        from pathlib import Path
+
         from transformers import AutoModelForCausalLM
-        return AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=base.dtype).to(base.device)
+
+        from ftlab.models import ModelNotFoundError, _check_folder, arch_from_config, check_loading_info
+        try:
+            _check_folder(folder, Path(folder))
+            mine = arch_from_config(base.config)
+            theirs = arch_from_config(json.loads(open(os.path.join(folder, "config.json")).read()))
+        except ModelNotFoundError as e:
+            raise CheckpointError(f"folder={folder!r}: the saved model cannot be loaded: {e}", field="folder") from None
+        differ = [f"{k}: saved {getattr(theirs, k)} vs base {getattr(mine, k)}"
+                  for k in ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab")
+                  if getattr(theirs, k) != getattr(mine, k)]
+        if differ:
+            raise CheckpointError(f"folder={folder!r}: this full fine-tune was trained on model={cfg.model!r}, another "
+                                  f"architecture than the given base ({describe_base(base)}): {differ[:3]}. Load it "
+                                  f"with its own base: load_trained(load_model({cfg.model!r})[0], folder).",
+                                  field="folder")
+        model, info = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True, dtype=base.dtype,
+                                                           output_loading_info=True, ignore_mismatched_sizes=True)
+        try:
+            check_loading_info(folder, folder, info)
+        except ModelNotFoundError as e:
+            raise CheckpointError(f"folder={folder!r}: the saved model is incomplete: {e}", field="folder") from None
+        return model.to(base.device)
     from safetensors.torch import load_file
     model = apply_method(base, cfg)
     missing = set(load_file(os.path.join(folder, "trained.safetensors"))) - {n for n, _ in model.named_parameters()}
     if missing:
-        raise ValueError(f"{folder}: holds parameters the model lacks, e.g. {sorted(missing)[:3]}")
+        raise CheckpointError(f"folder={folder!r}: holds parameters the model lacks, e.g. {sorted(missing)[:3]} "
+                              f"(trained on model={cfg.model!r}; the given base is {describe_base(base)})",
+                              field="folder")
     model.load_state_dict(load_file(os.path.join(folder, "trained.safetensors"), device=str(base.device)), strict=False)
     return model
 

@@ -18,6 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# ModelNotFoundError is re-exported: ftlab.models.ModelNotFoundError
+from ftlab.errors import ConfigError, ModelNotFoundError, check_bool, check_choice, check_int  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Arch:
@@ -105,10 +108,6 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 _BY_HUB_ID = {p.hub_id.lower(): p for p in PRESETS.values()}
 
 
-class ModelNotFoundError(ValueError):
-    """The model name is neither a preset, a local folder nor a reachable hub id."""
-
-
 def find_preset(name: str) -> Preset | None:
     key = name.strip().lower()
     return PRESETS.get(key) or _BY_HUB_ID.get(key)
@@ -116,14 +115,16 @@ def find_preset(name: str) -> Preset | None:
 
 def arch_from_config(cfg) -> Arch:
     """Architecture numbers from a transformers PretrainedConfig (or its dict). Missing → ValueError."""
+    if not isinstance(cfg, dict) and not callable(getattr(cfg, "to_dict", None)):
+        raise ConfigError("model", cfg, _MODEL_ALLOWED + ", a transformers config or its dict")
     d = cfg if isinstance(cfg, dict) else cfg.to_dict()
     d = d.get("text_config", d) if "num_hidden_layers" not in d else d  # multimodal wrappers (Gemma 3)
     need = {"num_hidden_layers": "layers", "hidden_size": "hidden", "intermediate_size": "intermediate",
             "num_attention_heads": "heads", "vocab_size": "vocab"}
     missing = [k for k in need if d.get(k) is None]
     if missing:
-        raise ValueError(f"model config is missing {missing}: the memory calculator needs "
-                         f"{list(need)} (and num_key_value_heads, max_position_embeddings if the model has them)")
+        raise ModelNotFoundError(f"model config is missing {missing}: the memory calculator needs {list(need)} "
+                                 "(and num_key_value_heads, max_position_embeddings if the model has them)")
     head_dim = d.get("head_dim")
     if head_dim == d["hidden_size"] // d["num_attention_heads"]:
         head_dim = None  # the default: keep presets and configs comparable
@@ -139,19 +140,149 @@ def resolve_arch(model) -> Arch:
     """Preset name, hub id, local folder or PretrainedConfig → Arch (no weights are read)."""
     if isinstance(model, Arch):
         return model
-    if not isinstance(model, (str, os.PathLike)):
+    if isinstance(model, os.PathLike) or isinstance(model, str):
+        name = check_model_name(model)
+    else:
         return arch_from_config(model)
-    preset = find_preset(str(model))
+    preset = find_preset(name)
     if preset:
         return preset.arch
-    path = Path(model).expanduser()
-    if (path / "config.json").is_file():
-        return arch_from_config(json.loads((path / "config.json").read_text()))
+    path = Path(name).expanduser()
+    if path.exists() or _looks_like_path(name):
+        return arch_from_config(_read_config(_check_folder(name, path, weights=False)))
+    if "/" not in name:
+        raise ModelNotFoundError(f"model={name!r} is not a preset, a folder or a hub id (owner/name). "
+                                 f"Presets: {sorted(PRESETS)}")
     from transformers import AutoConfig  # a hub id: its config.json (cached, or fetched when online)
     try:
-        return arch_from_config(AutoConfig.from_pretrained(str(model)))
+        return arch_from_config(AutoConfig.from_pretrained(name))
     except OSError as e:
-        raise _not_found(str(model), e) from None
+        raise _not_found(name, e) from None
+    except ValueError as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        raise ModelNotFoundError(f"model={name!r}: its config.json cannot be read by transformers "
+                                 f"({type(e).__name__}: {str(e)[:300]})") from None
+
+
+_MODEL_ALLOWED = "a preset name, a hub id (owner/name) or a local folder, as a non-empty string or path"
+_WEIGHTS = "model.safetensors"
+_INDEX = "model.safetensors.index.json"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def check_model_name(model) -> str:
+    """The model argument as a plain string (a PathLike becomes its path). Anything else → ConfigError("model")."""
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError("model", model, _MODEL_ALLOWED)
+    return model
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is owner/name; "./x", "/x", "~/x", "a/b/c" or "C:\\x" can only mean a folder."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or "\\" in name or name.endswith("/")
+
+
+def _listing(path: Path, n: int = 12) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    if not names:
+        return "it is empty"
+    return "it holds " + ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+def _read_config(path: Path) -> dict:
+    """config.json of a checked folder, as a dict."""
+    return json.loads((path / "config.json").read_text())
+
+
+def _check_folder(name: str, path: Path, weights: bool = True, trust_remote_code: bool = False) -> Path:
+    """A local model folder must hold a readable config.json of a model type transformers knows and, when
+    `weights`, safetensors weights whose headers read (all shards of a sharded model). Says what is wrong."""
+    where = f"model={name!r}" + (f" ({path})" if str(path) != name else "")
+    if not path.exists():
+        raise ModelNotFoundError(f"{where}: no such folder. Pass an existing folder holding config.json and "
+                                 f"safetensors weights, a preset ({', '.join(sorted(PRESETS)[:4])}, ...) or a hub id "
+                                 "(owner/name).")
+    if not path.is_dir():
+        raise ModelNotFoundError(f"{where} is a file; pass the folder that holds it (with config.json and the "
+                                 "weights), e.g. model.save_pretrained(folder) writes one.")
+    if not (path / "config.json").is_file():
+        if (path / "adapter_config.json").is_file() or (path / "ftlab_method.json").is_file():
+            raise ModelNotFoundError(f"{where}: the folder has no config.json: it holds trained weights (an adapter), "
+                                     "not a model. Load its base and put them back: "
+                                     "ftlab.methods.load_trained(load_model(base)[0], folder).")
+        raise ModelNotFoundError(f"{where}: the folder has no config.json ({_listing(path)}). A model folder holds "
+                                 "config.json and safetensors weights: model.save_pretrained(folder) writes both.")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelNotFoundError(f"{where}: config.json is not valid JSON ({e}); rewrite it with "
+                                 "model.config.save_pretrained(folder).") from None
+    if not isinstance(config, dict):
+        raise ModelNotFoundError(f"{where}: config.json holds a {type(config).__name__}, not a JSON object of "
+                                 "model settings; rewrite it with model.config.save_pretrained(folder).")
+    if weights:
+        model_type = config.get("model_type")
+        if not model_type:
+            raise ModelNotFoundError(f"{where}: config.json has no \"model_type\" (e.g. \"llama\"), so transformers "
+                                     "cannot tell which architecture to build; rewrite it with "
+                                     "model.config.save_pretrained(folder).")
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+        if model_type not in CONFIG_MAPPING and not ("auto_map" in config and trust_remote_code):
+            import transformers
+            hint = ("its code ships with the model (auto_map in config.json): pass trust_remote_code=True if you "
+                    "trust it" if "auto_map" in config else
+                    f"not an architecture transformers {transformers.__version__} knows")
+            raise ModelNotFoundError(f"{where}: config.json says model_type={model_type!r}: {hint}.")
+        _check_weights(where, path)
+    return path
+
+
+def _check_weights(where: str, path: Path) -> None:
+    files = [p.name for p in path.iterdir() if p.is_file()]
+    shards: list[str]
+    if (path / _INDEX).is_file():
+        try:
+            index = json.loads((path / _INDEX).read_text())
+            shards = sorted(set(index["weight_map"].values()))
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            raise ModelNotFoundError(f"{where}: {_INDEX} is damaged (no readable weight_map: "
+                                     f"{type(e).__name__}: {e}); save the model again with "
+                                     "model.save_pretrained(folder).") from None
+        absent = [s for s in shards if not (path / s).is_file()]
+        if absent:
+            raise ModelNotFoundError(f"{where}: {_INDEX} lists {len(shards)} shard(s) but {absent[:3]} "
+                                     f"{'is' if len(absent) == 1 else 'are'} missing from the folder; copy the "
+                                     "missing files, or save the model again.")
+    elif _WEIGHTS in files:
+        shards = [_WEIGHTS]
+    else:
+        safetensors = sorted(f for f in files if f.endswith(".safetensors"))
+        pickles = sorted(f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt")))
+        if safetensors and not any(f.startswith("adapter_model") for f in safetensors):
+            raise ModelNotFoundError(f"{where}: the folder holds {safetensors[:3]} but neither {_WEIGHTS} nor "
+                                     f"{_INDEX} (which names the shards); save the model with "
+                                     "model.save_pretrained(folder).")
+        if pickles:
+            raise ModelNotFoundError(f"{where}: .bin weights only ({', '.join(pickles[:3])}): ftlab loads safetensors "
+                                     "only (pickle files can run code); convert with "
+                                     "model.save_pretrained(folder, safe_serialization=True).")
+        if any(f.startswith("adapter_model") for f in safetensors):
+            raise ModelNotFoundError(f"{where}: the folder holds an adapter, not a model's weights; load its base "
+                                     "and put the adapter back: "
+                                     "ftlab.methods.load_trained(load_model(base)[0], folder).")
+        raise ModelNotFoundError(f"{where}: no weights found: the folder has config.json but no {_WEIGHTS} "
+                                 f"({_listing(path)}); model.save_pretrained(folder) writes them.")
+    from safetensors import safe_open
+    for shard in shards:
+        try:
+            with safe_open(str(path / shard), framework="pt"):
+                pass
+        except Exception as e:  # a truncated or overwritten file: its header does not parse
+            raise ModelNotFoundError(f"{where}: {shard} is damaged (its header cannot be read: {str(e)[:200]}); "
+                                     "copy or save it again.") from None
 
 
 def _not_found(name: str, err: Exception) -> ModelNotFoundError:
@@ -253,21 +384,27 @@ def _hub_reachable() -> bool:
     return _HUB["reachable"]
 
 
-def resolve_source(name_or_path: str) -> str:
-    """Where the weights come from: a local folder, the hub id (if cached or online), or the embedded copy."""
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelNotFoundError(f"model={name_or_path!r}: the folder has no config.json")
-        return str(path)
-    preset = find_preset(name_or_path)
-    hub_id = preset.hub_id if preset else name_or_path
-    if preset is None and "/" not in name_or_path:
-        raise ModelNotFoundError(f"model={name_or_path!r} is not a preset, a folder or a hub id (owner/name). "
+def resolve_source(name_or_path, *, weights: bool = True, trust_remote_code: bool = False) -> str:
+    """Where the weights come from: a local folder, the hub id (if cached or online), or the embedded copy.
+
+    A local folder is checked first (config.json readable; with `weights`, safetensors weights present and
+    readable): the message says what the folder lacks, never that the hub could not serve it."""
+    name = check_model_name(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir() or (path.exists() and find_preset(name) is None) or _looks_like_path(name):
+        return str(_check_folder(name, path, weights=weights, trust_remote_code=trust_remote_code))
+    preset = find_preset(name)
+    hub_id = preset.hub_id if preset else name.strip()
+    if preset is None and "/" not in name:
+        raise ModelNotFoundError(f"model={name!r} is not a preset, a folder or a hub id (owner/name). "
                                  f"Presets: {sorted(PRESETS)}")
     from huggingface_hub import try_to_load_from_cache
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    cached = isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    try:
+        cached = isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except ValueError as e:  # huggingface_hub's HFValidationError: not a valid repo id
+        raise ModelNotFoundError(f"model={name!r} is not a preset, an existing folder or a valid hub id "
+                                 f"(owner/name: letters, digits, '-', '_', '.'): {str(e)[:200]}") from None
     if cached or not offline:
         if preset is None or not preset.embedded or cached:
             return hub_id
@@ -280,7 +417,66 @@ def resolve_source(name_or_path: str) -> str:
                 pass
     if preset is not None and preset.embedded:
         return str(embedded_folder(preset.name))
-    raise _not_found(name_or_path, OSError("offline"))
+    raise _not_found(name, OSError("offline"))
+
+
+def available_devices() -> list[str]:
+    """The device names torch can use here: "cpu", then "cuda" and "cuda:0", ... if present, "mps" if available."""
+    import torch
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        names += ["xpu"] + [f"xpu:{i}" for i in range(torch.xpu.device_count())]
+    return names
+
+
+def check_device(device, field: str = "device") -> str | None:
+    """None (the default device) or a device this machine has, as a string; otherwise ConfigError(field)."""
+    if device is None:
+        return None
+    import torch
+    if isinstance(device, torch.device):
+        device = str(device)
+    available = available_devices()
+    allowed = f"None (the default: {available[1] if len(available) > 1 else 'cpu'}) or one of {available}"
+    if not isinstance(device, str):
+        raise ConfigError(field, device, allowed)
+    text = device.strip().lower()
+    try:
+        parsed = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise ConfigError(field, device, allowed) from None
+    if parsed.type == "cpu":
+        return "cpu"
+    if text in available:
+        return text
+    if parsed.type == "cuda" and torch.cuda.is_available():
+        allowed += f" (this machine has {torch.cuda.device_count()} CUDA device(s))"
+    elif parsed.type == "cuda":
+        allowed += " (torch sees no CUDA GPU here" + ("" if torch.version.cuda else
+                                                       ": this torch build has no CUDA support") + ")"
+    raise ConfigError(field, device, allowed)
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "half": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def check_dtype(dtype, field: str = "dtype"):
+    """None, a torch floating dtype (float32, float16, bfloat16) or its name → the torch dtype (or None)."""
+    if dtype is None:
+        return None
+    import torch
+    allowed = ("None (float32 on a CPU, bf16/fp16 on a GPU), torch.float32, torch.float16 or torch.bfloat16 "
+               "(or their names)")
+    if isinstance(dtype, str) and dtype.strip().lower().removeprefix("torch.") in _DTYPES:
+        return getattr(torch, _DTYPES[dtype.strip().lower().removeprefix("torch.")])
+    if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float16, torch.bfloat16):
+        return dtype
+    raise ConfigError(field, dtype, allowed)
 
 
 def hub_token() -> str | None:
@@ -297,22 +493,92 @@ def hub_token() -> str | None:
         return None
 
 
+def check_load_arguments(name_or_path, *, bits=16, device=None, dtype=None, trust_remote_code=False,
+                         for_classification=None, quant_type="nf4", double_quant=True) -> dict:
+    """load_model's arguments checked and normalised (numpy integers become int, "CUDA" becomes "cuda"):
+    ConfigError names the first bad one. Nothing is read from disk."""
+    from ftlab.config import BITS, QUANT_TYPES
+    out = dict(name=check_model_name(name_or_path), bits=check_choice("bits", bits, BITS),
+               device=check_device(device), dtype=check_dtype(dtype),
+               trust_remote_code=check_bool("trust_remote_code", trust_remote_code),
+               quant_type=check_choice("quant_type", quant_type, QUANT_TYPES),
+               double_quant=check_bool("double_quant", double_quant))
+    if for_classification is not None:
+        try:
+            for_classification = check_int("for_classification", for_classification, 1, 1_000_000)
+        except ConfigError:
+            raise ConfigError("for_classification", for_classification, "None (a causal LM) or the number of "
+                              "labels of a sequence-classification head, an integer ≥ 1 (1: a reward model)"
+                              ) from None
+    out["for_classification"] = for_classification
+    import torch
+    if out["bits"] == 32 and out["dtype"] not in (None, torch.float32):
+        raise ConfigError("dtype", dtype, "torch.float32 or None with bits=32 (bits=16 with "
+                          f"dtype={str(out['dtype']).replace('torch.', '')} loads the weights in that type)")
+    return out
+
+
+# a new classification head is expected to be missing from a causal LM's checkpoint; its LM head is unused
+_HEADS = ("score.", "classifier.", "classification_head.", "v_head.")
+
+
+def check_loading_info(name: str, source: str, info: dict, for_classification=None) -> None:
+    """Refuse a model whose checkpoint lacks some of its weights (they would be random) or holds weights of
+    other shapes; warn about checkpoint weights the model does not use. `info`: from_pretrained's loading info."""
+    missing = sorted(k for k in info.get("missing_keys", ()) if not (for_classification and k.startswith(_HEADS)))
+    mismatched = sorted(info.get("mismatched_keys", ()), key=lambda t: str(t[0]))
+    unexpected = sorted(k for k in info.get("unexpected_keys", ())
+                        if not (for_classification and k.startswith("lm_head.")))
+    where = f"model={name!r}" + (f" ({source})" if source != name else "")
+    if missing:
+        raise ModelNotFoundError(
+            f"{where}: the weights lack {len(missing)} of the model's tensors, e.g. {missing[:4]}; loaded, they "
+            "would be random. The checkpoint is incomplete (a partial save, a truncated or missing shard) or "
+            "belongs to another architecture than its config.json says: save the model again with "
+            "model.save_pretrained(folder).")
+    if mismatched:
+        shown = [f"{k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in mismatched[:3]]
+        raise ModelNotFoundError(f"{where}: {len(mismatched)} weight(s) have other shapes than config.json says, "
+                                 f"e.g. {shown}; the weights and config.json come from different models.")
+    if unexpected:
+        import warnings
+        warnings.warn(f"{where}: the checkpoint holds {len(unexpected)} tensor(s) the model does not use, e.g. "
+                      f"{unexpected[:3]} (ignored)", stacklevel=3)
+
+
+def _load_error(name: str, source: str, e: Exception) -> ModelNotFoundError:
+    where = f"model={name!r}" + (f" ({source})" if source != name else "")
+    text = str(e)
+    if "safetensors" in text.lower() and ("does not appear to have" in text or "no file named" in text.lower()):
+        return ModelNotFoundError(f"{where}: there are no safetensors weights to load: ftlab loads safetensors "
+                                  "only (pickle .bin files can run code); convert with "
+                                  "model.save_pretrained(folder, safe_serialization=True).")
+    return ModelNotFoundError(f"{where}: transformers could not load it ({type(e).__name__}: {text[:300]})")
+
+
 def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, dtype=None,
                trust_remote_code: bool = False, for_classification: int | None = None, quant_type: str = "nf4",
                double_quant: bool = True):
     """Load (model, tokenizer). bits=8/4 quantise the frozen base with bitsandbytes (ftlab.quant).
 
-    Returns the model in eval mode on `device` (default: CUDA if present, else CPU) with
-    `model.ftlab_info` = {"source", "load_seconds", "dtype", "device"}.
+    Every argument is checked before anything is read (ConfigError names it), a local folder before any
+    weights load (ModelNotFoundError says what it lacks); a checkpoint that lacks some of the model's weights
+    is refused rather than loaded with random ones. Returns the model in eval mode on `device` (default: CUDA
+    if present, else CPU) with `model.ftlab_info` = {"source", "load_seconds", "dtype", "device", "bits", ...}.
     """
+    a = check_load_arguments(name_or_path, bits=bits, device=device, dtype=dtype,
+                             trust_remote_code=trust_remote_code, for_classification=for_classification,
+                             quant_type=quant_type, double_quant=double_quant)
+    name, bits, device, dtype = a["name"], a["bits"], a["device"], a["dtype"]
+    trust_remote_code, for_classification = a["trust_remote_code"], a["for_classification"]
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     from ftlab.quant import quantization_config
 
-    if bits not in (32, 16, 8, 4):
-        raise ValueError(f"bits={bits!r} is not allowed: one of [32, 16, 8, 4]")
-    source = resolve_source(name_or_path)
+    source = resolve_source(name, trust_remote_code=trust_remote_code)
+    if os.path.isdir(source):
+        _check_tokenizer_files(name, Path(source))
     auto_device, auto_dtype = default_device_dtype()
     device = device or auto_device
     if dtype is None:
@@ -320,21 +586,37 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     # 4-bit matmuls dequantise to the compute dtype: bf16 on a GPU; fp32 on a CPU, where bf16 matmuls
     # without AMX are ~10x slower (seen: QLoRA 38 s a step in bf16 on 2 cores)
     compute = torch.float32 if device == "cpu" else (dtype if dtype != torch.float32 else torch.bfloat16)
-    qcfg = quantization_config(bits, compute_dtype=compute,
-                               quant_type=quant_type, double_quant=double_quant)
+    qcfg = quantization_config(bits, compute_dtype=compute, quant_type=a["quant_type"],
+                               double_quant=a["double_quant"])
     t0 = time.perf_counter()
     token = hub_token()
-    kw = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, token=token)
+    kw = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, token=token,
+              output_loading_info=True, ignore_mismatched_sizes=True)  # mismatches: refused below, by name
     if qcfg is not None:
         kw.update(quantization_config=qcfg, device_map={"": device})
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, token=token)
+    except OSError as e:
+        raise (_not_found(name, e) if not os.path.isdir(source) else _tokenizer_error(name, source, e)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        raise _tokenizer_error(name, source, e) from None
+    try:
         cls = AutoModelForSequenceClassification if for_classification else AutoModelForCausalLM
         if for_classification:
             kw["num_labels"] = for_classification
-        model = cls.from_pretrained(source, **kw)
+        model, info = cls.from_pretrained(source, **kw)
+    except torch.OutOfMemoryError:
+        raise
     except OSError as e:
-        raise _not_found(name_or_path, e) from None
+        raise (_not_found(name, e) if not os.path.isdir(source) and "safetensors" not in str(e)
+               else _load_error(name, source, e)) from None
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+        if isinstance(e, ModelNotFoundError) or ("out of memory" in str(e).lower()):
+            raise
+        raise _load_error(name, source, e) from None
+    check_loading_info(name, source, info, for_classification)
     if qcfg is None:
         model.to(device)
     if tok.pad_token is None:
@@ -343,34 +625,98 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
         model.config.pad_token_id = tok.pad_token_id
     model.eval()
     model.ftlab_info = {"source": source, "load_seconds": time.perf_counter() - t0,
-                        "dtype": str(dtype).replace("torch.", ""), "device": device, "bits": bits}
+                        "dtype": str(dtype).replace("torch.", ""), "device": device, "bits": bits,
+                        "quant_type": a["quant_type"], "double_quant": a["double_quant"],
+                        "trust_remote_code": trust_remote_code}
     return model, tok
+
+
+def _check_tokenizer_files(name: str, path: Path) -> None:
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        where = f"model={name!r}" + (f" ({path})" if str(path) != name else "")
+        raise ModelNotFoundError(f"{where}: the folder has no tokenizer (none of "
+                                 f"{list(_TOKENIZER_FILES)}; {_listing(path)}); save it beside the weights with "
+                                 "tokenizer.save_pretrained(folder).")
+
+
+def _tokenizer_error(name: str, source: str, e: Exception) -> ModelNotFoundError:
+    where = f"model={name!r}" + (f" ({source})" if source != name else "")
+    return ModelNotFoundError(f"{where}: its tokenizer cannot be loaded ({type(e).__name__}: {str(e)[:200]}); "
+                              "save a working one beside the weights with tokenizer.save_pretrained(folder).")
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """The tokenizer alone (no weights), with a pad token."""
+    name = check_model_name(name_or_path)
+    trust_remote_code = check_bool("trust_remote_code", trust_remote_code)
     from transformers import AutoTokenizer
+    source = resolve_source(name, weights=False, trust_remote_code=trust_remote_code)
+    if os.path.isdir(source):
+        _check_tokenizer_files(name, Path(source))
     try:
-        tok = AutoTokenizer.from_pretrained(resolve_source(name_or_path), trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as e:
-        raise _not_found(name_or_path, e) from None
+        raise (_not_found(name, e) if not os.path.isdir(source) else _tokenizer_error(name, source, e)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        raise _tokenizer_error(name, source, e) from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
 
 
+def _model_key(name) -> str:
+    """One spelling per model: a preset by its name (hub id or preset name alike), a folder by its absolute path."""
+    if not isinstance(name, (str, os.PathLike)):
+        return repr(name)
+    text = os.fspath(name)
+    preset = find_preset(text) if text.strip() else None
+    if preset:
+        return preset.name
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text.strip()
+
+
+def _base_key(model, bits, quant_type="nf4", double_quant=True, trust_remote_code=False) -> tuple:
+    """What makes two loads of a base the same: the model, its bit width, at 4 bits its code and double
+    quantisation (they do not matter at 8, 16 or 32 bits), and whether the model's own code runs."""
+    four = bits == 4
+    return (_model_key(model), bits, quant_type if four else None, bool(double_quant) if four else None,
+            bool(trust_remote_code))
+
+
 class BaseModels:
     """Hands a base model to each training run. A method adapts its base in place (peft injects its
-    layers), so the model already in memory is handed out once, to a run of the same model and bit
-    width; any later run gets a fresh load. Keeps the notebook from holding two copies for one run."""
+    layers), so the model already in memory is handed out once, to a run of the same model, bit width,
+    4-bit type, double quantisation and remote-code choice; any later run gets a fresh load. Keeps the
+    notebook from holding two copies for one run.
 
-    def __init__(self, model=None, tokenizer=None, name: str | None = None, bits: int | None = None):
+    The held model's 4-bit type, double quantisation and remote-code choice are taken from the arguments,
+    else from `model.ftlab_info` (load_model records them), else load_model's defaults."""
+
+    def __init__(self, model=None, tokenizer=None, name: str | None = None, bits: int | None = None, *,
+                 quant_type: str | None = None, double_quant: bool | None = None,
+                 trust_remote_code: bool | None = None):
         self._spare = (model, tokenizer) if model is not None else None
-        self._key = (name, bits)
+        info = getattr(model, "ftlab_info", None) or {}
+        if bits is None:
+            bits = info.get("bits")
+        if bits is not None:
+            from ftlab.config import BITS
+            bits = check_choice("bits", bits, BITS)
+        pick = (lambda given, key, default: given if given is not None else info.get(key, default))
+        self._key = _base_key(name, bits, pick(quant_type, "quant_type", "nf4"),
+                              pick(double_quant, "double_quant", True),
+                              pick(trust_remote_code, "trust_remote_code", False))
+
+    def key_for(self, cfg) -> tuple:
+        """The key a run of `cfg` needs (the held model serves it when the two are equal)."""
+        return _base_key(cfg.model, cfg.effective_bits, cfg.quant_type, cfg.double_quant, cfg.trust_remote_code)
 
     def get(self, cfg):
         """(model, tokenizer) for a run of `cfg`."""
-        if self._spare is not None and self._key == (cfg.model, cfg.effective_bits):
+        if self._spare is not None and self._key == self.key_for(cfg):
             spare, self._spare = self._spare, None
             return spare
         self._spare = None  # a different set-up: let the untouched copy go

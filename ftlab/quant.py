@@ -18,16 +18,20 @@ def bitsandbytes_available() -> tuple[bool, str]:
 
 
 def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4", double_quant: bool = True):
-    """None for 32/16 bits; a BitsAndBytesConfig for 8 or 4. Raises ValueError naming `bits`."""
+    """None for 32/16 bits; a BitsAndBytesConfig for 8 or 4. Raises ConfigError naming `bits`, `quant_type`
+    or `double_quant` (numpy integers are taken as int)."""
+    from ftlab.config import BITS, QUANT_TYPES
+    from ftlab.errors import ConfigError, check_bool, check_choice
+    bits = check_choice("bits", bits, BITS)
+    quant_type = check_choice("quant_type", quant_type, QUANT_TYPES)
+    double_quant = check_bool("double_quant", double_quant)
     if bits in (32, 16):
         return None
-    if bits not in (8, 4):
-        raise ValueError(f"bits={bits!r} is not allowed: one of [32, 16, 8, 4]")
-    if quant_type not in ("nf4", "fp4"):
-        raise ValueError(f"quant_type={quant_type!r} is not allowed: 'nf4' or 'fp4'")
     ok, why = bitsandbytes_available()
     if not ok:
-        raise ValueError(f"bits={bits} needs bitsandbytes: {why}. Use bits=16 instead.")
+        err = ConfigError("bits", bits, f"16 or 32 on this machine: {why}")
+        err.args = (f"bits={bits} needs bitsandbytes: {why}. Use bits=16 instead.",)
+        raise err
     import torch
     from transformers import BitsAndBytesConfig
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 from transformers import PrinterCallback, TrainerCallback
 
+from ftlab.errors import CheckpointError
 from ftlab.guard import (CHECKPOINT, GoodWeights, NonFiniteLoss, OutOfMemory, TrainingFailed, checkpoint_for,
                          free_memory, oom_message, save_checkpoint)
 
@@ -254,7 +255,7 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
         _release(trainer)
         raise NonFiniteLoss(guard.message(cfg), cb.result)
     if cb.result.stopped:  # Stop or interrupt: keep what is needed to resume (optimizer state included)
-        cb.result.checkpoint = save_checkpoint(trainer, os.path.join(cfg.output_dir, CHECKPOINT))
+        cb.result.checkpoint = save_checkpoint(trainer, os.path.join(cfg.output_dir, CHECKPOINT), cfg)
     if eval_records:
         trainer.evaluate()  # logs eval_loss at the last step through the callback
     return cb.result, trainer
@@ -330,6 +331,10 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     from ftlab.results import check_output_dir
     check_setup(cfg, resolve_arch(model.config) if model is not None else None)
     check_output_dir(cfg.output_dir)
+    resume_from = checkpoint_for(cfg) if resume else None  # a checkpoint of another set-up is refused here
+    if resume and resume_from is None:
+        raise CheckpointError(f"resume=True: no checkpoint in output_dir={cfg.output_dir!r} (a Stop writes one to "
+                              f"{os.path.join(cfg.output_dir, CHECKPOINT)!r})", field="resume")
     if model is None:
         from ftlab.models import load_for
         model, tokenizer = load_for(cfg)
@@ -337,11 +342,10 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
         import torch
         torch.manual_seed(cfg.seed)  # the method's new weights (LoRA's A, a random soft prompt) are the same every run
         model = apply_method(model, cfg)
+    else:  # prepared by the caller: it must be what cfg.method makes, or the save after training would refuse it
+        from ftlab.guard import check_applied
+        check_applied(model, cfg)
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
-    resume_from = checkpoint_for(cfg) if resume else None
-    if resume and resume_from is None:
-        raise ValueError(f"resume=True: no checkpoint in output_dir={cfg.output_dir!r} (a Stop writes one to "
-                         f"{os.path.join(cfg.output_dir, CHECKPOINT)!r})")
     try:
         result, _ = train_sft(model, tokenizer, train_records, cfg, eval_records=eval_records, listeners=listeners,
                               callback=callback, eval_steps=eval_steps, eval_before=eval_before,
