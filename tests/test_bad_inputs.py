@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ftlab.config import TrainConfig
-from ftlab.errors import ConfigError, DataError, ModelNotFoundError
+from ftlab.errors import ConfigError, DataError, FtlabError, ModelNotFoundError
 
 SMOL = "smollm2-135m-instruct"
 
@@ -134,7 +134,8 @@ def escape(name):
     return lambda tmp: inside(tmp / "runs", name)
 
 
-# (id, call, words the message must contain: the field, the bad value, and what is allowed[, error class])
+# (id, call, words the message must contain: the field, the bad value, and what is allowed[, error class: by
+# default any of ftlab.errors, never a bare ValueError from inside a library])
 CASES = [
     ("rank 0", cfg(lora_r=0), ["lora_r", "0", "integer from 1"]),
     ("rank negative", cfg(lora_r=-4), ["lora_r", "-4", "integer from 1"]),
@@ -335,7 +336,7 @@ def test_bad_input_tables_together():
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gets_a_clear_value_error(case, tmp_path):
     name, call, words = case[:3]
-    expected = case[3] if len(case) > 3 else ValueError
+    expected = case[3] if len(case) > 3 else FtlabError
     with pytest.raises(ValueError) as info:
         call(tmp_path)
     assert isinstance(info.value, expected), f"{name}: {type(info.value).__name__}, not {expected.__name__}"
