@@ -108,10 +108,10 @@ class TrainConfig:
         if os.path.isfile(self.output_dir):  # writability is checked when a run starts (files.check_output_dir)
             raise ConfigError("output_dir", self.output_dir, "a folder (this path is an existing file)")
         if self.method == "prefix_tuning" and self.gradient_checkpointing:
-            raise ConfigError("gradient_checkpointing", True, "False with method='prefix_tuning': peft's prefix "
-                              "keys and values go into the attention cache, which recomputing the blocks in the "
-                              "backward pass does not replay (it fails at the first step); prefix tuning keeps "
-                              "few activations of its own, so lower batch_size or seq_len instead")
+            raise ConfigError("gradient_checkpointing", True, "False with method='prefix_tuning': peft hands the prefix "
+                              "keys and values to each block through the attention cache, which transformers "
+                              "drops in a checkpointed block (and a recomputed block would append them twice), so "
+                              "it fails at the first step; lower batch_size or seq_len instead")
         return self
 
     @property

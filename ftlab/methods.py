@@ -184,6 +184,10 @@ def apply_method(model, cfg):
             raise ValueError(f"bits={getattr(cfg, 'bits', '?')!r} with method={cfg.method!r}: quantised weights "
                              "cannot be trained directly; use bits=16 or 32, or an adapter method (lora, qlora, ...)")
         from peft import prepare_model_for_kbit_training
+
+        from ftlab.quant import keep_4bit_trainable
+        # on a CPU, bitsandbytes would switch 4-bit layers to a kernel without backward at the first evaluation
+        keep_4bit_trainable(model)
         # upcasts the non-quantised parameters (norms, embeddings) to fp32 for stable training
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     if method.peft_config is not None:

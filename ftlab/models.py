@@ -619,6 +619,9 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     check_loading_info(name, source, info, for_classification)
     if qcfg is None:
         model.to(device)
+    elif bits == 4 and device == "cpu":
+        from ftlab.quant import keep_4bit_trainable
+        keep_4bit_trainable(model)  # fp32 compute as asked, and a backward that works (see its docstring)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if for_classification and model.config.pad_token_id is None:

@@ -95,6 +95,8 @@ def test_qlora_lab(tmp_path):
     assert s["4-bit NF4 + double quant"] < s["4-bit NF4"] < s["8-bit"] < s["16-bit"]
     lora, qlora = r["runs"]
     assert lora["val loss after"] < lora["val loss before"] and qlora["val loss after"] < qlora["val loss before"]
+    # the 4-bit base must not slow learning much (it did on CPU when bitsandbytes' inference kernel dropped the backward)
+    assert qlora["val loss before"] - qlora["val loss after"] >= 0.5 * (lora["val loss before"] - lora["val loss after"])
     assert qlora["optimizer state (bytes a parameter)"] < lora["optimizer state (bytes a parameter)"] / 3
 
 
