@@ -104,7 +104,7 @@ def _callbacks(listeners, callback):
     with datasets' map(): in a notebook each map would add a progress widget."""
     import datasets
 
-    from ftlab.train import ReportCallback
+    from ftlab.report import ReportCallback
     datasets.disable_progress_bars()
     return callback or ReportCallback(listeners)
 

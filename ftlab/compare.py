@@ -94,7 +94,8 @@ def measure_run(c, train_records, val_records, test_records=None, *, listeners=N
     (the same base scores the same in every run of a sweep: once is enough)."""
     import torch
 
-    from ftlab.data import chat_prompts, check_sft_records, check_task_records
+    from ftlab.data import chat_prompts
+    from ftlab.records import check_sft_records, check_task_records
     from ftlab.errors import ConfigError, check_bool, check_int, check_text
     from ftlab.evaluation import generate, rouge
     from ftlab.measure import MemoryMonitor

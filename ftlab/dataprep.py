@@ -9,7 +9,6 @@ import random
 import re
 import unicodedata
 from functools import lru_cache
-from pathlib import Path
 
 from ftlab.data import DATA_DIR
 from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_number, check_text

@@ -105,7 +105,8 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
-    from ftlab.train import ReportCallback, train_guarded, trainer_args
+    from ftlab.report import ReportCallback
+    from ftlab.train import train_guarded, trainer_args
     datasets.disable_progress_bars()
     student.requires_grad_(True)  # a copy of a frozen (merged) teacher has every weight frozen
     teacher.requires_grad_(False)

@@ -36,6 +36,9 @@ class Method:
     knobs: tuple[str, ...] = ()
     # trains the base model's own weights (all, or some of them): they cannot be quantised (no 8/4-bit base)
     trains_base: bool = False
+    # peft's name for the adapter this method makes (its PeftConfig.peft_type), None for ftlab's own methods:
+    # how a saved adapter or a checkpoint tells which method wrote it
+    peft_type: str | None = None
 
     def trainable_count(self, cfg, model) -> int:
         """Parameters this method trains on `model` (a preset, hub id, folder or config), as peft counts them."""
@@ -129,24 +132,24 @@ _LORA_KNOBS = ("lora_r", "lora_alpha", "lora_targets")
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("full", "full", "every weight is trained", "full", lr=5e-5, starts_as_base=True, trains_base=True),
     Method("lora", "reparameterisation", "W + (alpha/r)·B·A with rank-r A, B on the chosen linear layers", "lora",
-           peft_config=_lora, starts_as_base=True, knobs=_LORA_KNOBS),
+           peft_config=_lora, starts_as_base=True, knobs=_LORA_KNOBS, peft_type="LORA"),
     Method("dora", "reparameterisation", "LoRA on the direction, a learned magnitude per column", "dora",
-           peft_config=lambda c, m: _lora(c, m, dora=True), starts_as_base=True, knobs=_LORA_KNOBS),
+           peft_config=lambda c, m: _lora(c, m, dora=True), starts_as_base=True, knobs=_LORA_KNOBS, peft_type="LORA"),
     Method("qlora", "reparameterisation", "LoRA on a 4-bit NF4 base, adapters in higher precision", "qlora",
-           peft_config=_lora, needs_bits=4, starts_as_base=True, knobs=_LORA_KNOBS),
+           peft_config=_lora, needs_bits=4, starts_as_base=True, knobs=_LORA_KNOBS, peft_type="LORA"),
     Method("ia3", "additive", "learned vectors rescale keys, values and MLP activations", "ia3", peft_config=_ia3,
-           lr=5e-3, starts_as_base=True),
+           lr=5e-3, starts_as_base=True, peft_type="IA3"),
     Method("prompt_tuning", "additive", "learned virtual-token embeddings before the input", "prompt_tuning",
-           peft_config=_prompt_tuning, lr=3e-2, knobs=("num_virtual_tokens",)),
+           peft_config=_prompt_tuning, lr=3e-2, knobs=("num_virtual_tokens",), peft_type="PROMPT_TUNING"),
     Method("prefix_tuning", "additive", "learned keys and values prepended in every layer", "prefix_tuning",
-           peft_config=_prefix_tuning, lr=1e-2, knobs=("num_virtual_tokens",)),
+           peft_config=_prefix_tuning, lr=1e-2, knobs=("num_virtual_tokens",), peft_type="PREFIX_TUNING"),
     # p-tuning at 5e-3 diverged (val loss 4.88 -> 5.43 in 4 steps, SmolLM2, definitions, seed 0); 1e-3: 4.47
     Method("p_tuning", "additive", "virtual tokens produced by a small prompt encoder (MLP)", "p_tuning",
-           peft_config=_p_tuning, lr=1e-3, knobs=("num_virtual_tokens",)),
+           peft_config=_p_tuning, lr=1e-3, knobs=("num_virtual_tokens",), peft_type="P_TUNING"),
     Method("bitfit", "selective", "only the bias terms are trained", "bitfit", freeze=_bitfit, lr=1e-3,
            starts_as_base=True, trains_base=True),
     Method("ln_tuning", "selective", "only the layer norms' scales are trained", "ln_tuning", peft_config=_ln_tuning,
-           lr=5e-3, starts_as_base=True),
+           lr=5e-3, starts_as_base=True, peft_type="LN_TUNING"),
     Method("top_k", "selective", "all but the last k transformer blocks frozen", "top_k", freeze=_top_k, lr=1e-4,
            starts_as_base=True, knobs=("top_k_layers",), trains_base=True),
     Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, up, residual)",
@@ -228,7 +231,8 @@ def save_trained(model, folder, cfg) -> str:
 
     from ftlab.config import TrainConfig
     from ftlab.errors import ConfigError
-    from ftlab.guard import _folder_arg, base_record, check_applied
+    from ftlab.checkpoints import _folder_arg
+    from ftlab.saved import base_record, check_applied
     from ftlab.results import atomic_dir
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "the run's TrainConfig (saved beside the weights; load_trained needs it)")
@@ -255,11 +259,11 @@ def save_trained(model, folder, cfg) -> str:
 def load_trained(base, folder):
     """The inverse of save_trained: `base` (as load_model returns it) with the trained parameters put back.
 
-    Checked before anything is put on `base` (ftlab.guard.check_trained): the folder is one save_trained wrote,
+    Checked before anything is put on `base` (ftlab.saved.check_trained): the folder is one save_trained wrote,
     and every saved tensor fits the base (an adapter trained on another model is refused with CheckpointError
     naming `folder`, the model it was trained on, the given base and the first tensors that differ)."""
     from ftlab.errors import CheckpointError, FtlabError
-    from ftlab.guard import check_trained, describe_base
+    from ftlab.saved import check_trained, describe_base
     folder, _saved, cfg = check_trained(base, folder)
     if os.path.exists(os.path.join(folder, "adapter_config.json")):
         from peft import PeftModel, prepare_model_for_kbit_training
@@ -279,7 +283,8 @@ def load_trained(base, folder):
 
         from transformers import AutoModelForCausalLM
 
-        from ftlab.models import ModelNotFoundError, _check_folder, arch_from_config, check_loading_info
+        from ftlab.models import ModelNotFoundError, arch_from_config, check_loading_info
+        from ftlab.models.checks import _check_folder
         try:
             _check_folder(folder, Path(folder))
             mine = arch_from_config(base.config)

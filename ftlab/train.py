@@ -1,170 +1,26 @@
-"""Training through TRL's trainers, observed by one callback.
+"""Training through TRL's trainers, observed by one callback (ftlab.report.ReportCallback).
 
 ftlab does not write a trainer: TRL's SFTTrainer computes the loss (completion-only on
 prompt/completion data, with a fused LM head that never holds the full logits), steps the optimizer
-and schedules the learning rate. `ReportCallback` turns the trainer's logs into events
-{"kind": "step", "step", "loss", "learning_rate", "tokens_per_s", ...} for whoever listens (a live
-plot, a log line, a memory monitor) and stops at the next step when `request_stop()` is called.
+and schedules the learning rate. Here: the TRL arguments every trainer shares (trainer_args), a supervised
+run with its guards (train_sft), the guard for the other trainers (train_guarded), and `finetune`, everything
+a Run button does. The notebook's background runner is ftlab.runner.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
-import queue
-import threading
-import time
-from dataclasses import dataclass, field
-from typing import Callable
 
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback
 
+from ftlab.checkpoints import CHECKPOINT, checkpoint_for, save_checkpoint
 from ftlab.errors import CheckpointError
-from ftlab.guard import (CHECKPOINT, GoodWeights, NonFiniteLoss, OutOfMemory, TrainingFailed, checkpoint_for,
-                         free_memory, oom_message, save_checkpoint)
+from ftlab.guard import GoodWeights, NonFiniteLoss, OutOfMemory, TrainingFailed, free_memory, oom_message
+from ftlab.report import ReportCallback, TrainResult
+
 
 # ftlab's optimizer names -> transformers' `optim` values
 OPTIM = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit", "sgd": "sgd"}
-
-
-@dataclass
-class TrainResult:
-    steps: int = 0
-    losses: list = field(default_factory=list)      # (step, train loss) per logged step
-    eval_losses: list = field(default_factory=list)  # (step, validation loss)
-    eval_accuracies: list = field(default_factory=list)  # (step, validation next-token accuracy on completions)
-    seconds: float = 0.0
-    tokens: int = 0
-    stopped: bool = False                           # True when a stop request ended the run early
-    stop_reason: str = ""
-    saved_to: str = ""                              # where save_trained put the last completed step's weights
-    checkpoint: str = ""                            # after a Stop: where to resume from (optimizer state included)
-    examples: int = 0                               # training examples given
-    dropped_examples: int = 0                       # of them, left out: no completion token within seq_len
-    truncated_examples: int = 0                     # of those kept, cut at seq_len (the end of the completion lost)
-    eval_dropped_examples: int = 0                  # held-out examples left out for the same reason
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
-
-    @property
-    def first_loss(self) -> float:
-        return self.losses[0][1] if self.losses else math.nan
-
-    @property
-    def last_loss(self) -> float:
-        return self.losses[-1][1] if self.losses else math.nan
-
-    @property
-    def eval_loss_before(self) -> float:
-        return self.eval_losses[0][1] if self.eval_losses and self.eval_losses[0][0] == 0 else math.nan
-
-    @property
-    def eval_loss_after(self) -> float:
-        return self.eval_losses[-1][1] if self.eval_losses else math.nan
-
-    @property
-    def eval_accuracy_before(self) -> float:
-        a = self.eval_accuracies
-        return a[0][1] if a and a[0][0] == 0 else math.nan
-
-    @property
-    def eval_accuracy_after(self) -> float:
-        return self.eval_accuracies[-1][1] if self.eval_accuracies else math.nan
-
-    def summary(self) -> dict:
-        return {"steps": self.steps, "first_loss": self.first_loss, "last_loss": self.last_loss,
-                "seconds": self.seconds, "tokens": self.tokens, "tokens_per_s": self.tokens_per_s,
-                "stopped": self.stopped, "stop_reason": self.stop_reason, "saved_to": self.saved_to,
-                "checkpoint": self.checkpoint, "examples": self.examples, "dropped_examples": self.dropped_examples,
-                "truncated_examples": self.truncated_examples, "eval_dropped_examples": self.eval_dropped_examples,
-                "eval_loss_before": self.eval_loss_before, "eval_loss_after": self.eval_loss_after,
-                "eval_accuracy_before": self.eval_accuracy_before, "eval_accuracy_after": self.eval_accuracy_after,
-                "losses": self.losses, "eval_losses": self.eval_losses}
-
-
-class ReportCallback(TrainerCallback):
-    """Reports each logged step to listeners and honours stop requests (from any thread)."""
-
-    def __init__(self, listeners: list[Callable[[dict], None]] | None = None):
-        self.listeners = list(listeners or [])
-        self.result = TrainResult()
-        self._stop = threading.Event()
-        self._t0 = None
-        self._last = (0.0, 0)
-
-    def request_stop(self, reason: str = "stop requested") -> None:
-        self.result.stop_reason = reason
-        self._stop.set()
-
-    def load_history(self, checkpoint: str) -> None:
-        """Resuming: the losses logged before the checkpoint, so the curve continues rather than restarts."""
-        with open(os.path.join(checkpoint, "trainer_state.json")) as f:
-            history = json.load(f)["log_history"]
-        self.result.losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
-        self.result.eval_losses = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-        for step, loss in self.result.losses:
-            self._emit({"kind": "step", "step": step, "max_steps": None, "loss": loss, "tokens_per_s": 0.0,
-                        "resumed": True})
-
-    def _emit(self, event: dict) -> None:
-        for listener in self.listeners:
-            listener(event)
-
-    def on_train_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
-        self._last = (self._t0, 0)
-        self._emit({"kind": "begin", "max_steps": state.max_steps})
-
-    def on_step_end(self, args, state, control, **kw):
-        if self._stop.is_set():
-            control.should_training_stop = True
-            self.result.stopped = True
-
-    def on_log(self, args, state, control, logs=None, **kw):
-        logs = logs or {}
-        now = time.perf_counter()
-        if self._t0 is None:  # an evaluation before training starts
-            self._t0 = now
-        tokens = int(state.num_input_tokens_seen or 0)
-        if "loss" in logs:
-            t_prev, tok_prev = self._last
-            self._last = (now, tokens)
-            self.result.losses.append((state.global_step, float(logs["loss"])))
-            self._emit({"kind": "step", "step": state.global_step, "max_steps": state.max_steps,
-                        "loss": float(logs["loss"]), "learning_rate": logs.get("learning_rate"),
-                        "tokens_per_s": (tokens - tok_prev) / max(now - t_prev, 1e-9),
-                        "elapsed_s": now - self._t0, **memory_now()})
-        if "eval_loss" in logs:
-            self.result.eval_losses.append((state.global_step, float(logs["eval_loss"])))
-            if "eval_mean_token_accuracy" in logs:  # TRL's: share of completion tokens predicted exactly
-                self.result.eval_accuracies.append((state.global_step, float(logs["eval_mean_token_accuracy"])))
-            self._emit({"kind": "eval", "step": state.global_step, "eval_loss": float(logs["eval_loss"])})
-        if "loss" in logs:  # a request made while this step was reported stops after it, not after the next
-            self.on_step_end(args, state, control)
-
-    def on_train_end(self, args, state, control, **kw):
-        self.finish(state)
-
-    def finish(self, state) -> None:
-        """Close the result (also when training ended by an exception, where on_train_end never runs)."""
-        self.result.steps = state.global_step
-        self.result.seconds = time.perf_counter() - (self._t0 or time.perf_counter())
-        self.result.tokens = int(state.num_input_tokens_seen or 0)
-        self._emit({"kind": "end", "result": self.result})
-
-
-def memory_now() -> dict:
-    """Memory in use now, cheaply (a few µs): on CUDA the allocator's current and peak allocation, else
-    the process's resident memory (the CPU has no allocator counters; see ftlab.measure)."""
-    import torch
-    if torch.cuda.is_available():
-        return {"memory_gib": torch.cuda.memory_allocated() / 2**30,
-                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "memory_kind": "cuda allocated"}
-    import psutil
-    return {"memory_gib": psutil.Process().memory_info().rss / 2**30, "memory_kind": "process RSS"}
 
 
 def trainer_args(config_class, cfg, *, eval_steps: int | None = None, **overrides):
@@ -213,7 +69,7 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     import datasets
     from datasets import Dataset
     from trl import SFTTrainer
-    from ftlab.data import check_sft_records
+    from ftlab.records import check_sft_records
     datasets.disable_progress_bars()  # in a notebook each map() would add a progress widget; our listeners report
     check_sft_records(train_records, "train_records")
     if eval_records is not None and len(eval_records) > 0:
@@ -343,7 +199,7 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
         torch.manual_seed(cfg.seed)  # the method's new weights (LoRA's A, a random soft prompt) are the same every run
         model = apply_method(model, cfg)
     else:  # prepared by the caller: it must be what cfg.method makes, or the save after training would refuse it
-        from ftlab.guard import check_applied
+        from ftlab.saved import check_applied
         check_applied(model, cfg)
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
     try:
@@ -358,102 +214,3 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     if save:
         result.saved_to = save_trained(model, adapter_dir, cfg)
     return result, model
-
-
-class _TrainingThread:
-    """The one thread that runs every background training of this process, one run after another.
-
-    Why one long-lived thread and not a new one per run: PyTorch keeps some caches per thread. The cuDNN
-    attention backend of scaled_dot_product_attention (the one an H100 uses for bf16) builds an execution
-    graph for every new input shape and keeps it in a `thread_local` cache (ATen's cudnn/MHA.cpp). Sequence
-    lengths vary from batch to batch, so a fresh thread for each run rebuilt tens of graphs at every run
-    (tens of ms each), where the main thread had them from its earlier runs: on an H100 its forward calls
-    blocked 1.8 s longer in 40 steps, about the whole gap of a background run behind a foreground one (0.66 to
-    0.85x). Reusing this thread keeps its caches, as the main thread keeps its own.
-    Why not concurrent.futures.ThreadPoolExecutor: its threads are joined at interpreter exit, so a kernel
-    shutting down would wait for a run to finish; this thread is a daemon.
-    """
-
-    def __init__(self):
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def submit(self, job: Callable[[], None]) -> threading.Thread:
-        """Queue `job` (which must catch its own exceptions) and return the thread that will run it."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="ftlab-train", daemon=True)
-                self._thread.start()
-            self._jobs.put(job)
-            return self._thread
-
-    def _loop(self) -> None:
-        while True:
-            self._jobs.get()()
-
-
-TRAINING_THREAD = _TrainingThread()
-
-
-class Run:
-    """One training run, in the foreground (papermill, scripts) or in a background thread (a notebook).
-
-    `target(callback)` does the work and must pass `callback` (a ReportCallback) to the trainer, e.g.
-    `Run(lambda cb: finetune(cfg, data, callback=cb))`. In the background the notebook stays live: a Stop
-    button calls `run.stop()`, which ends training after the current step; the cell that started it has
-    already returned. Background runs share one thread (TRAINING_THREAD): a second one started while the
-    first trains waits for it. Listeners get {"kind": "finished", "result"} once target has returned (training, the
-    last evaluation and the save are done), or {"kind": "error", "error": exc} if it failed.
-    """
-
-    def __init__(self, target: Callable[[ReportCallback], object], listeners: list | None = None):
-        self.target = target
-        self.callback = ReportCallback(listeners)
-        self.value = None            # what target returned
-        self.error: BaseException | None = None
-        self.thread: threading.Thread | None = None  # the thread that runs (or ran) it in the background
-        self._started = False
-        self._done = threading.Event()
-
-    @property
-    def result(self) -> TrainResult:
-        return self.callback.result
-
-    @property
-    def running(self) -> bool:
-        return self._started and not self._done.is_set()
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    def _work(self):
-        try:
-            self.value = self.target(self.callback)
-            self.callback._emit({"kind": "finished", "result": self.result})  # after the last eval and the save
-        except BaseException as e:  # reported to listeners and kept: a background thread has no one to raise to
-            self.error = e
-            self.callback._emit({"kind": "error", "error": e})
-        finally:
-            self._done.set()
-
-    def start(self, background: bool = True) -> "Run":
-        self._started = True
-        if background:
-            self.thread = TRAINING_THREAD.submit(self._work)
-        else:
-            self._work()
-            if self.error is not None:
-                raise self.error
-        return self
-
-    def stop(self, reason: str = "Stop pressed") -> None:
-        self.callback.request_stop(reason)
-
-    def wait(self, timeout: float | None = None) -> TrainResult:
-        """Block until the run ends (scripts and tests; in a notebook this would also block the Stop button)."""
-        self._done.wait(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result

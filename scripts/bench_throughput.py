@@ -66,7 +66,8 @@ def main():
     from ftlab.data import sft_data
     from ftlab.methods import apply_method
     from ftlab.models import load_model
-    from ftlab.train import Run, sft_config, train_sft
+    from ftlab.runner import Run
+    from ftlab.train import sft_config, train_sft
     from ftlab.widgets import LossPlot, MemoryPlot, TrainingProgress
 
     datasets.disable_progress_bars()
@@ -105,7 +106,7 @@ def main():
     runners = {"ftlab": ftlab_run, "bare_trl": bare_run}
     if a.ablate:
         from ftlab.guard import GoodWeights
-        from ftlab.train import ReportCallback
+        from ftlab.report import ReportCallback
         runners.update({
             "bare+guard": lambda: bare_run([GoodWeights()]),
             "bare+report+plots": lambda: bare_run([ReportCallback([LossPlot(), MemoryPlot(), TrainingProgress()])]),

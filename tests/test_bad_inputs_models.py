@@ -280,7 +280,7 @@ def _run(tmp, **kw):
 
 def resume(make_checkpoint, **kw):
     def f(tmp):
-        from ftlab.guard import checkpoint_for
+        from ftlab.checkpoints import checkpoint_for
         make_checkpoint(tmp)
         return checkpoint_for(_run(tmp, **kw))
     return f
@@ -465,10 +465,10 @@ def test_an_adapter_reloads_onto_its_own_base(tmp_path):
 
 
 def test_base_models_key_on_model_bits_4bit_code_and_remote_code(monkeypatch):
-    import ftlab.models
+    import ftlab.models.loading
     from ftlab.models import BaseModels
     fresh = object()
-    monkeypatch.setattr(ftlab.models, "load_for", lambda cfg: fresh)
+    monkeypatch.setattr(ftlab.models.loading, "load_for", lambda cfg: fresh)
 
     def held(**info):
         m = torch.nn.Linear(1, 1)
@@ -491,7 +491,7 @@ def test_base_models_key_on_model_bits_4bit_code_and_remote_code(monkeypatch):
 
 
 def test_a_matching_resume_passes_and_may_change_steps_batch_and_rate(tmp_path):
-    from ftlab.guard import check_resumable, checkpoint_for
+    from ftlab.checkpoints import check_resumable, checkpoint_for
     folder = _checkpoint(tmp_path, run=_run(tmp_path))
     assert checkpoint_for(_run(tmp_path, max_steps=60, batch_size=2, learning_rate=1e-3)) == str(folder)
     assert check_resumable(_run(tmp_path, lora_dropout=0.1), folder) == str(folder)

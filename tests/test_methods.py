@@ -7,7 +7,7 @@ import torch
 
 from ftlab.config import TrainConfig
 from ftlab.data import load_records, to_prompt_completion
-from ftlab.methods import METHODS, apply_method, load_trained, save_trained, trainable_parameters
+from ftlab.methods import METHODS, apply_method, load_trained, trainable_parameters
 from ftlab.train import finetune
 
 # what each method may change (parameter names as the wrapped model names them)

@@ -10,9 +10,11 @@ import torch
 
 from ftlab.config import TrainConfig
 from ftlab.data import load_records, to_prompt_completion
-from ftlab.guard import NonFiniteLoss, OutOfMemory, checkpoint_for, save_checkpoint
+from ftlab.checkpoints import checkpoint_for, save_checkpoint
+from ftlab.guard import NonFiniteLoss, OutOfMemory
 from ftlab.methods import apply_method, load_trained
-from ftlab.train import ReportCallback, finetune
+from ftlab.report import ReportCallback
+from ftlab.train import finetune
 
 DATA = to_prompt_completion(load_records("definitions", "train", n=16))
 

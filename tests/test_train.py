@@ -7,7 +7,8 @@ from ftlab.config import TrainConfig
 from ftlab.data import load_records, to_prompt_completion
 from ftlab.measure import MemoryMonitor
 from ftlab.methods import apply_method, trainable_parameters
-from ftlab.train import ReportCallback, train_sft
+from ftlab.report import ReportCallback
+from ftlab.train import train_sft
 
 
 def _data(n=16):
@@ -77,7 +78,8 @@ def test_target_modules_the_model_lacks_are_named(tiny_model, tmp_path):
 
 
 def test_background_run_returns_at_once_and_stop_saves_the_last_step(tiny_model, tokenizer, tmp_path):
-    from ftlab.train import Run, finetune
+    from ftlab.runner import Run
+    from ftlab.train import finetune
     cfg = TrainConfig(max_steps=200, batch_size=2, seq_len=64, output_dir=str(tmp_path))
     events, steps_seen = [], threading.Event()
     run = Run(lambda cb: finetune(cfg, _data(), model=tiny_model, tokenizer=tokenizer, callback=cb),
@@ -97,7 +99,8 @@ def test_background_run_returns_at_once_and_stop_saves_the_last_step(tiny_model,
 
 
 def test_a_failing_background_run_reports_the_error(tiny_model, tokenizer, tmp_path):
-    from ftlab.train import Run, finetune
+    from ftlab.runner import Run
+    from ftlab.train import finetune
     cfg = TrainConfig(max_steps=2, batch_size=2, seq_len=64, output_dir=str(tmp_path))
     events = []
     run = Run(lambda cb: finetune(cfg, [], model=tiny_model, tokenizer=tokenizer, callback=cb), listeners=[events.append])
@@ -110,7 +113,7 @@ def test_a_failing_background_run_reports_the_error(tiny_model, tokenizer, tmp_p
 def test_background_runs_share_one_long_lived_daemon_thread():
     """PyTorch keeps per-thread caches (cuDNN attention graphs): every background run goes to the same thread,
     one after another, and a run that fails does not take that thread down."""
-    from ftlab.train import Run
+    from ftlab.runner import Run
     seen, gate = [], threading.Event()
 
     def job(name, fail=False, wait_for=None):

@@ -1,6 +1,6 @@
 from ftlab.config import TrainConfig
 from ftlab.widgets import ConfigPanel, LossPlot, TrainingProgress
-from ftlab.train import TrainResult
+from ftlab.report import TrainResult
 
 
 def test_panel_is_built_from_the_parameters_and_edits_the_config():

@@ -13,7 +13,7 @@ import html
 import ipywidgets as W
 from IPython.display import display
 
-from ftlab.train import Run
+from ftlab.runner import Run
 from ftlab.widgets.plots import LossPlot, MemoryPlot, TrainingProgress
 
 

@@ -1,0 +1,291 @@
+"""`load_model`, the only place weights are loaded: a preset, a hub id or a local folder (offline, an embedded
+preset's converted folder), on the device and at the bit width asked, every argument checked first."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ftlab.errors import ModelNotFoundError, check_bool, check_choice
+from ftlab.models.checks import (_check_folder, _check_tokenizer_files, _load_error, _looks_like_path, _not_found,
+                                 _read_config, _tokenizer_error, check_load_arguments, check_loading_info,
+                                 check_model_name)
+from ftlab.models.embedded import embedded_folder
+from ftlab.models.presets import PRESETS, Arch, arch_from_config, find_preset
+
+
+def resolve_arch(model) -> Arch:
+    """Preset name, hub id, local folder or PretrainedConfig → Arch (no weights are read)."""
+    if isinstance(model, Arch):
+        return model
+    if isinstance(model, os.PathLike) or isinstance(model, str):
+        name = check_model_name(model)
+    else:
+        return arch_from_config(model)
+    preset = find_preset(name)
+    if preset:
+        return preset.arch
+    path = Path(name).expanduser()
+    if path.exists() or _looks_like_path(name):
+        return arch_from_config(_read_config(_check_folder(name, path, weights=False)))
+    if "/" not in name:
+        raise ModelNotFoundError(f"model={name!r} is not a preset, a folder or a hub id (owner/name). "
+                                 f"Presets: {sorted(PRESETS)}")
+    from transformers import AutoConfig  # a hub id: its config.json (cached, or fetched when online)
+    try:
+        return arch_from_config(AutoConfig.from_pretrained(name))
+    except OSError as e:
+        raise _not_found(name, e) from None
+    except ValueError as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        raise ModelNotFoundError(f"model={name!r}: its config.json cannot be read by transformers "
+                                 f"({type(e).__name__}: {str(e)[:300]})") from None
+
+
+def default_device_dtype():
+    """CUDA when present (bf16 if supported, else fp16), else CPU with fp32."""
+    import torch
+    if torch.cuda.is_available():
+        return "cuda", (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return "cpu", torch.float32
+
+
+_HUB = {}  # "reachable": the answer of the first probe in this process
+
+
+def _hub_reachable() -> bool:
+    """One quick look (DNS and a TCP connect, 3 s at most) per process. huggingface_hub would retry an
+    unreachable hub with back-off for ~23 s on every load; an offline laptop should pay that never."""
+    if "reachable" not in _HUB:
+        import socket
+        from urllib.parse import urlparse
+        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+        try:
+            socket.create_connection((host, 443), timeout=3).close()
+            _HUB["reachable"] = True
+        except OSError:
+            _HUB["reachable"] = False
+    return _HUB["reachable"]
+
+
+def resolve_source(name_or_path, *, weights: bool = True, trust_remote_code: bool = False) -> str:
+    """Where the weights come from: a local folder, the hub id (if cached or online), or the embedded copy.
+
+    A local folder is checked first (config.json readable; with `weights`, safetensors weights present and
+    readable): the message says what the folder lacks, never that the hub could not serve it."""
+    name = check_model_name(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir() or (path.exists() and find_preset(name) is None) or _looks_like_path(name):
+        return str(_check_folder(name, path, weights=weights, trust_remote_code=trust_remote_code))
+    preset = find_preset(name)
+    hub_id = preset.hub_id if preset else name.strip()
+    if preset is None and "/" not in name:
+        raise ModelNotFoundError(f"model={name!r} is not a preset, a folder or a hub id (owner/name). "
+                                 f"Presets: {sorted(PRESETS)}")
+    from huggingface_hub import try_to_load_from_cache
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        cached = isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    except ValueError as e:  # huggingface_hub's HFValidationError: not a valid repo id
+        raise ModelNotFoundError(f"model={name!r} is not a preset, an existing folder or a valid hub id "
+                                 f"(owner/name: letters, digits, '-', '_', '.'): {str(e)[:200]}") from None
+    if cached or not offline:
+        if preset is None or not preset.embedded or cached:
+            return hub_id
+        if _hub_reachable():  # the hub's exact weights first, the packaged copy if the hub can't be reached
+            try:
+                from huggingface_hub import hf_hub_download
+                hf_hub_download(hub_id, "config.json", token=hub_token())
+                return hub_id
+            except Exception:
+                pass
+    if preset is not None and preset.embedded:
+        return str(embedded_folder(preset.name))
+    raise _not_found(name, OSError("offline"))
+
+
+def hub_token() -> str | None:
+    """A Hugging Face token for gated models: HF_TOKEN from the environment, else Colab's secrets (the key
+    icon, name HF_TOKEN), else None (public models need none). ftlab passes it to from_pretrained and
+    never prints, logs or saves it: it appears in no result, config, checkpoint or executed notebook."""
+    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
+    if token:
+        return token
+    try:  # Colab only; elsewhere the import fails
+        from google.colab import userdata  # type: ignore
+        return userdata.get("HF_TOKEN")
+    except Exception:
+        return None
+
+
+def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, dtype=None,
+               trust_remote_code: bool = False, for_classification: int | None = None, quant_type: str = "nf4",
+               double_quant: bool = True):
+    """Load (model, tokenizer). bits=8/4 quantise the frozen base with bitsandbytes (ftlab.quant).
+
+    Every argument is checked before anything is read (ConfigError names it), a local folder before any
+    weights load (ModelNotFoundError says what it lacks); a checkpoint that lacks some of the model's weights
+    is refused rather than loaded with random ones. Returns the model in eval mode on `device` (default: CUDA
+    if present, else CPU) with `model.ftlab_info` = {"source", "load_seconds", "dtype", "device", "bits", ...}.
+    """
+    a = check_load_arguments(name_or_path, bits=bits, device=device, dtype=dtype,
+                             trust_remote_code=trust_remote_code, for_classification=for_classification,
+                             quant_type=quant_type, double_quant=double_quant)
+    name, bits, device, dtype = a["name"], a["bits"], a["device"], a["dtype"]
+    trust_remote_code, for_classification = a["trust_remote_code"], a["for_classification"]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    from ftlab.quant import quantization_config
+
+    source = resolve_source(name, trust_remote_code=trust_remote_code)
+    if os.path.isdir(source):
+        _check_tokenizer_files(name, Path(source))
+    auto_device, auto_dtype = default_device_dtype()
+    device = device or auto_device
+    if dtype is None:
+        dtype = torch.float32 if bits == 32 or device == "cpu" else auto_dtype
+    # 4-bit matmuls dequantise to the compute dtype: bf16 on a GPU; fp32 on a CPU, where bf16 matmuls
+    # without AMX are ~10x slower (seen: QLoRA 38 s a step in bf16 on 2 cores)
+    compute = torch.float32 if device == "cpu" else (dtype if dtype != torch.float32 else torch.bfloat16)
+    qcfg = quantization_config(bits, compute_dtype=compute, quant_type=a["quant_type"],
+                               double_quant=a["double_quant"])
+    t0 = time.perf_counter()
+    token = hub_token()
+    kw = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, token=token,
+              output_loading_info=True, ignore_mismatched_sizes=True)  # mismatches: refused below, by name
+    if qcfg is not None:
+        kw.update(quantization_config=qcfg, device_map={"": device})
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, token=token)
+    except OSError as e:
+        raise (_not_found(name, e) if not os.path.isdir(source) else _tokenizer_error(name, source, e)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        raise _tokenizer_error(name, source, e) from None
+    try:
+        cls = AutoModelForSequenceClassification if for_classification else AutoModelForCausalLM
+        if for_classification:
+            kw["num_labels"] = for_classification
+        model, info = cls.from_pretrained(source, **kw)
+    except torch.OutOfMemoryError:
+        raise
+    except OSError as e:
+        raise (_not_found(name, e) if not os.path.isdir(source) and "safetensors" not in str(e)
+               else _load_error(name, source, e)) from None
+    except (ValueError, KeyError, TypeError, RuntimeError, AttributeError) as e:
+        if isinstance(e, ModelNotFoundError) or ("out of memory" in str(e).lower()):
+            raise
+        raise _load_error(name, source, e) from None
+    check_loading_info(name, source, info, for_classification)
+    if qcfg is None:
+        model.to(device)
+    elif bits == 4 and device == "cpu":
+        from ftlab.quant import keep_4bit_trainable
+        keep_4bit_trainable(model)  # fp32 compute as asked, and a backward that works (see its docstring)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if for_classification and model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    model.ftlab_info = {"source": source, "load_seconds": time.perf_counter() - t0,
+                        "dtype": str(dtype).replace("torch.", ""), "device": device, "bits": bits,
+                        "quant_type": a["quant_type"], "double_quant": a["double_quant"],
+                        "trust_remote_code": trust_remote_code}
+    return model, tok
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+    """The tokenizer alone (no weights), with a pad token."""
+    name = check_model_name(name_or_path)
+    trust_remote_code = check_bool("trust_remote_code", trust_remote_code)
+    from transformers import AutoTokenizer
+    source = resolve_source(name, weights=False, trust_remote_code=trust_remote_code)
+    if os.path.isdir(source):
+        _check_tokenizer_files(name, Path(source))
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise (_not_found(name, e) if not os.path.isdir(source) else _tokenizer_error(name, source, e)) from None
+    except (ValueError, KeyError, TypeError) as e:
+        if isinstance(e, ModelNotFoundError):
+            raise
+        raise _tokenizer_error(name, source, e) from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _model_key(name) -> str:
+    """One spelling per model: a preset by its name (hub id or preset name alike), a folder by its absolute path."""
+    if not isinstance(name, (str, os.PathLike)):
+        return repr(name)
+    text = os.fspath(name)
+    preset = find_preset(text) if text.strip() else None
+    if preset:
+        return preset.name
+    path = Path(text).expanduser()
+    return str(path.resolve()) if path.exists() else text.strip()
+
+
+def _base_key(model, bits, quant_type="nf4", double_quant=True, trust_remote_code=False) -> tuple:
+    """What makes two loads of a base the same: the model, its bit width, at 4 bits its code and double
+    quantisation (they do not matter at 8, 16 or 32 bits), and whether the model's own code runs."""
+    four = bits == 4
+    return (_model_key(model), bits, quant_type if four else None, bool(double_quant) if four else None,
+            bool(trust_remote_code))
+
+
+class BaseModels:
+    """Hands a base model to each training run. A method adapts its base in place (peft injects its
+    layers), so the model already in memory is handed out once, to a run of the same model, bit width,
+    4-bit type, double quantisation and remote-code choice; any later run gets a fresh load. Keeps the
+    notebook from holding two copies for one run.
+
+    The held model's 4-bit type, double quantisation and remote-code choice are taken from the arguments,
+    else from `model.ftlab_info` (load_model records them), else load_model's defaults."""
+
+    def __init__(self, model=None, tokenizer=None, name: str | None = None, bits: int | None = None, *,
+                 quant_type: str | None = None, double_quant: bool | None = None,
+                 trust_remote_code: bool | None = None):
+        self._spare = (model, tokenizer) if model is not None else None
+        info = getattr(model, "ftlab_info", None) or {}
+        if bits is None:
+            bits = info.get("bits")
+        if bits is not None:
+            from ftlab.config import BITS
+            bits = check_choice("bits", bits, BITS)
+        pick = (lambda given, key, default: given if given is not None else info.get(key, default))
+        self._key = _base_key(name, bits, pick(quant_type, "quant_type", "nf4"),
+                              pick(double_quant, "double_quant", True),
+                              pick(trust_remote_code, "trust_remote_code", False))
+
+    def key_for(self, cfg) -> tuple:
+        """The key a run of `cfg` needs (the held model serves it when the two are equal)."""
+        return _base_key(cfg.model, cfg.effective_bits, cfg.quant_type, cfg.double_quant, cfg.trust_remote_code)
+
+    def get(self, cfg):
+        """(model, tokenizer) for a run of `cfg`."""
+        if self._spare is not None and self._key == self.key_for(cfg):
+            spare, self._spare = self._spare, None
+            return spare
+        self._spare = None  # a different set-up: let the untouched copy go
+        return load_for(cfg)
+
+
+def load_for(cfg):
+    """(model, tokenizer) as a TrainConfig asks: its model, bit width, 4-bit type and remote-code choice."""
+    return load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
+                      quant_type=cfg.quant_type, double_quant=cfg.double_quant)
+
+
+def tiny_test_model(vocab_from=None, layers: int = 2, hidden: int = 64):
+    """A randomly initialised Llama for unit tests only (never a default): same code paths, instant."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    vocab = len(vocab_from) if vocab_from is not None else 512
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg)
