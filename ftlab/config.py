@@ -102,6 +102,8 @@ class TrainConfig:
         for name in ("gradient_checkpointing", "trust_remote_code", "double_quant"):
             setattr(self, name, check_bool(name, getattr(self, name)))
         for name in ("model", "dataset", "output_dir"):
+            if isinstance(getattr(self, name), os.PathLike):  # a pathlib.Path is a path: keep it as its string
+                setattr(self, name, os.fspath(getattr(self, name)))
             check_text(name, getattr(self, name))
         if self.output_dir.startswith("~"):  # "~/run" is the home folder's run, not a folder named "~" here
             self.output_dir = os.path.expanduser(self.output_dir)

@@ -9,6 +9,7 @@ deep inside a library. `.field` names what was wrong, so the widgets can show th
     DataError          a dataset, file or record is unusable (names the file and line, or the record number)
     ModelNotFoundError a model name, folder or hub id gives no usable weights
     CheckpointError    a saved adapter or checkpoint does not belong to this run or base, or is damaged
+    RunStateError      a call made when it cannot act (Run.wait before Run.start, a run started twice)
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ class CheckpointError(FtlabError):
 
     def __reduce__(self):
         return (type(self), (str(self), self.field))
+
+
+class RunStateError(FtlabError):
+    """A call that the run's state does not allow; the message says what to call first."""
 
 
 def _show(value) -> str:

@@ -7,6 +7,7 @@ import queue
 import threading
 from typing import Callable
 
+from ftlab.errors import ConfigError, RunStateError
 from ftlab.report import ReportCallback, TrainResult
 
 
@@ -58,6 +59,12 @@ class Run:
     """
 
     def __init__(self, target: Callable[[ReportCallback], object], listeners: list | None = None):
+        if not callable(target):
+            raise ConfigError("target", target, "a function taking the run's callback, e.g. "
+                              "lambda cb: finetune(cfg, train, callback=cb)")
+        if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
+                                      or not all(callable(f) for f in listeners)):
+            raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
         self.target = target
         self.callback = ReportCallback(listeners)
         self.value = None            # what target returned
@@ -89,6 +96,8 @@ class Run:
             self._done.set()
 
     def start(self, background: bool = True) -> "Run":
+        if self._started:  # a second start would run target again on the same callback and result
+            raise RunStateError("this Run was started already; make a new Run(...) to train again")
         self._started = True
         if background:
             self.thread = TRAINING_THREAD.submit(self._work)
@@ -99,10 +108,14 @@ class Run:
         return self
 
     def stop(self, reason: str = "Stop pressed") -> None:
+        if not self._started:  # a stop request kept until start would end the run after its first step
+            raise RunStateError("nothing to stop: this Run has not been started (run.start() first)")
         self.callback.request_stop(reason)
 
     def wait(self, timeout: float | None = None) -> TrainResult:
         """Block until the run ends (scripts and tests; in a notebook this would also block the Stop button)."""
+        if not self._started:  # would block for ever (or hand back an empty result after `timeout`)
+            raise RunStateError("this Run has not been started: call run.start() before run.wait()")
         self._done.wait(timeout)
         if self.error is not None:
             raise self.error

@@ -69,11 +69,9 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     import datasets
     from datasets import Dataset
     from trl import SFTTrainer
-    from ftlab.records import check_sft_records
+    check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
+                        sft_overrides=sft_overrides)
     datasets.disable_progress_bars()  # in a notebook each map() would add a progress widget; our listeners report
-    check_sft_records(train_records, "train_records")
-    if eval_records is not None and len(eval_records) > 0:
-        check_sft_records(eval_records, "eval_records")
     cb = callback or ReportCallback(listeners)
     if listeners and callback is not None:
         cb.listeners += list(listeners)
@@ -115,6 +113,36 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     if eval_records:
         trainer.evaluate()  # logs eval_loss at the last step through the callback
     return cb.result, trainer
+
+
+def check_run_arguments(cfg, train_records, eval_records=None, *, listeners=None, eval_steps=None,
+                        sft_overrides: dict | None = None) -> None:
+    """What a training run is handed, checked before any weights load or the trainer tokenises: a valid
+    TrainConfig (validated again: a field changed after creation is caught here), the records' shape, the
+    listeners, eval_steps, and SFTConfig overrides that exist (a misspelt one is named with the nearest)."""
+    from ftlab.config import TrainConfig
+    from ftlab.errors import ConfigError, check_int
+    from ftlab.records import check_sft_records
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., method=..., ...))")
+    cfg.validate()
+    check_sft_records(train_records, "train_records")
+    if eval_records is not None and not (isinstance(eval_records, list) and not eval_records):
+        check_sft_records(eval_records, "eval_records")
+    if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
+                                  or not all(callable(f) for f in listeners)):
+        raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
+    if eval_steps is not None:
+        check_int("eval_steps", eval_steps, 1)
+    if sft_overrides:
+        from trl import SFTConfig  # heavy: imported when a run needs it anyway
+        known = [f.name for f in dataclasses.fields(SFTConfig)]
+        for key in sft_overrides:
+            if key not in known:
+                import difflib
+                near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+                raise ConfigError(key, sft_overrides[key], (f"did you mean {near[0]!r}? " if near else "") +
+                                  "it is not an SFTConfig field (extra keyword arguments go to TRL's SFTConfig)")
 
 
 def train_guarded(trainer, cfg, result: TrainResult | None = None) -> None:
@@ -182,9 +210,22 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     """
     import os
 
+    from ftlab.errors import ConfigError
     from ftlab.methods import apply_method, check_setup, save_trained
     from ftlab.models import resolve_arch
     from ftlab.results import check_output_dir
+    check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
+                        sft_overrides=sft_overrides)
+    if model is not None:
+        import torch
+        if isinstance(model, tuple):
+            raise ConfigError("model", f"a tuple of {len(model)}", "the model alone: model, tokenizer = "
+                              "load_model(...), then finetune(..., model=model, tokenizer=tokenizer)")
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError("model", type(model).__name__, "a transformers model (load_model returns one)")
+        if tokenizer is None:
+            raise ConfigError("tokenizer", None, "the model's tokenizer whenever model= is given "
+                              "(model, tokenizer = load_model(...))")
     check_setup(cfg, resolve_arch(model.config) if model is not None else None)
     check_output_dir(cfg.output_dir)
     resume_from = checkpoint_for(cfg) if resume else None  # a checkpoint of another set-up is refused here

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ftlab.config import TrainConfig
-from ftlab.errors import ConfigError, DataError, FtlabError, ModelNotFoundError
+from ftlab.errors import ConfigError, DataError, FtlabError, ModelNotFoundError, RunStateError
 
 SMOL = "smollm2-135m-instruct"
 
@@ -122,6 +122,39 @@ def bert_folder(tmp):
 
 
 PC = {"prompt": "2+2?", "completion": "4"}
+
+
+def run_with(records=None, cfg_changes=None, **kw):
+    """finetune's checks, all before the base model would load (no model is given, so a miss would load one)."""
+    def f(tmp):
+        from ftlab.train import finetune
+        c = TrainConfig(output_dir=str(tmp / "run"))
+        for k, v in (cfg_changes or {}).items():
+            setattr(c, k, v)
+        return finetune(kw.pop("cfg", c), [PC] if records is None else records, **kw)
+    return f
+
+
+def mutated_sft(**changes):
+    def f(tmp):
+        from ftlab.train import train_sft
+        c = TrainConfig(output_dir=str(tmp / "run"))
+        for k, v in changes.items():
+            setattr(c, k, v)
+        return train_sft(None, None, [PC], c)
+    return f
+
+
+def run_call(action):
+    def f(tmp):
+        from ftlab.runner import Run
+        return action(Run)
+    return f
+
+
+def started_twice(Run):
+    run = Run(lambda cb: None).start(background=False)
+    return run.start(background=False)
 
 
 def estimate(**kw):
@@ -321,6 +354,40 @@ CASES = [
     ("task records without a target", prompts([{"source": "a"}]), ["records[0]['target']", "missing"], DataError),
     ("task records given prompt/completion", prompts([PC]), ["records[0]['source']", "missing", "load_records"],
      DataError),
+    # --- finetune / train_sft: everything checked before the base loads ------------------------------------------
+    ("finetune: a dict as cfg", run_with(cfg={"method": "lora"}), ["cfg", "'method': 'lora'", "a TrainConfig"],
+     ConfigError),
+    ("finetune: task records, not prompt/completion", run_with(records=[{"source": "a", "target": "b"}]),
+     ["train_records[0]", "['source', 'target']", "'prompt' and 'completion'"], DataError),
+    ("finetune: rank changed to -1 after creation", run_with(cfg_changes={"lora_r": -1}),
+     ["lora_r", "-1", "integer from 1"], ConfigError),
+    ("finetune: method changed to an unknown one", run_with(cfg_changes={"method": "lorax"}),
+     ["method", "'lorax'", "'lora'"], ConfigError),
+    ("finetune: steps changed to 0", run_with(cfg_changes={"max_steps": 0}), ["max_steps", "0", "integer from 1"],
+     ConfigError),
+    ("finetune: sequence length changed to a string", run_with(cfg_changes={"seq_len": "64"}),
+     ["seq_len", "'64'", "integer"], ConfigError),
+    ("finetune: a misspelt SFTConfig override", run_with(completion_only_los=False),
+     ["completion_only_los", "did you mean 'completion_only_loss'", "SFTConfig"], ConfigError),
+    ("finetune: listeners a string", run_with(listeners="plot"), ["listeners", "'plot'", "list of functions"],
+     ConfigError),
+    ("finetune: eval_steps -1", run_with(eval_steps=-1), ["eval_steps", "-1", "integer ≥ 1"], ConfigError),
+    ("finetune: model and tokenizer as a tuple", run_with(model=(1, 2)), ["model", "tuple", "the model alone"],
+     ConfigError),
+    ("finetune: model not a model", run_with(model="smollm2-135m-instruct"), ["model", "'str'", "transformers model"],
+     ConfigError),
+    ("train_sft: a dict as cfg", lambda tmp: __import__("ftlab.train").train.train_sft(None, None, [PC], {}),
+     ["cfg", "{}", "a TrainConfig"], ConfigError),
+    ("train_sft: dropout changed to 1.5", mutated_sft(lora_dropout=1.5), ["lora_dropout", "1.5", "[0, 1)"],
+     ConfigError),
+    ("Run: target not callable", run_call(lambda Run: Run(None)), ["target", "None", "a function"], ConfigError),
+    ("Run: listeners a string", run_call(lambda Run: Run(lambda cb: None, listeners="ab")),
+     ["listeners", "'ab'", "list of functions"], ConfigError),
+    ("Run: wait before start", run_call(lambda Run: Run(lambda cb: None).wait(0.1)),
+     ["not been started", "run.start()"], RunStateError),
+    ("Run: stop before start", run_call(lambda Run: Run(lambda cb: None).stop()),
+     ["nothing to stop", "run.start()"], RunStateError),
+    ("Run: started twice", run_call(started_twice), ["started already", "new Run"], RunStateError),
     ("task records given pairs", prompts([{"prompt": "a", "chosen": "b", "rejected": "c"}]),
      ["records[0]", "preference pair", "train_dpo"], DataError),
 ]
@@ -365,3 +432,11 @@ def test_bad_input_in_the_panel_shows_inline(field, value, tmp_path):
     assert field in panel.message.value and "⚠" in panel.message.value and "Traceback" not in panel.message.value
     assert panel.config == good  # the last valid set-up is what Run would use
     assert os.path.realpath(panel.config.output_dir).startswith(os.path.realpath(tmp_path / "runs"))
+
+
+def test_paths_are_accepted_where_a_path_is_meant(tmp_path):
+    from pathlib import Path
+    cfg = TrainConfig(model=Path("smollm2-135m-instruct"), dataset=Path("definitions"), output_dir=tmp_path / "run")
+    assert (cfg.model, cfg.dataset, cfg.output_dir) == ("smollm2-135m-instruct", "definitions", str(tmp_path / "run"))
+    import json
+    json.dumps(cfg.to_dict())  # saved with every run: must stay JSON
