@@ -18,9 +18,18 @@ import numbers
 
 
 class FtlabError(ValueError):
-    """Base of the errors a user can cause. `.field` is the argument or field at fault (None if several)."""
+    """Base of the errors a user can cause: a whole message, and `.field`, the argument or field at fault (None
+    if several)."""
 
     field: str | None = None
+
+    def __init__(self, message: str, field: str | None = None):
+        if field is not None:
+            self.field = field
+        super().__init__(message)
+
+    def __reduce__(self):  # picklable (worker processes hand errors back)
+        return (type(self), (str(self), self.field))
 
     def _render_traceback_(self):  # IPython: the message, not a traceback through ftlab's internals
         return [f"⚠ {type(self).__name__}: {self}"]
@@ -33,21 +42,14 @@ class ConfigError(FtlabError):
         self.field = field_name
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{field_name}={_show(value)} is not allowed: {allowed}")
+        super().__init__(f"{field_name}={_show(value)} is not allowed: {allowed}", field_name)
 
-    def __reduce__(self):  # picklable (worker processes hand errors back)
+    def __reduce__(self):
         return (type(self), (self.field, self.value, self.allowed))
 
 
 class DataError(FtlabError):
     """A dataset name, file or record is unusable; the message says which and where (file:line or record i)."""
-
-    def __init__(self, message: str, field: str | None = None):
-        self.field = field
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (str(self), self.field))
 
 
 class ModelNotFoundError(FtlabError):
@@ -58,13 +60,6 @@ class ModelNotFoundError(FtlabError):
 
 class CheckpointError(FtlabError):
     """A saved run (adapter folder or checkpoint) cannot be used for what was asked."""
-
-    def __init__(self, message: str, field: str | None = None):
-        self.field = field
-        super().__init__(message)
-
-    def __reduce__(self):
-        return (type(self), (str(self), self.field))
 
 
 class RunStateError(FtlabError):
