@@ -1,9 +1,15 @@
 """Preference alignment with TRL: a reward model (RewardTrainer, Bradley-Terry loss), DPO (DPOTrainer) and
 GRPO (GRPOTrainer with a rule-based reward). TRL does the training; ftlab adds the data in TRL's shapes, the
 shared run settings (ftlab.train.trainer_args), its ReportCallback for live plots and Stop, and the per-step
-series a lab plots (DPO's margin, GRPO's mean reward) read from the trainer's log history."""
+series a lab plots (DPO's margin, GRPO's mean reward) read from the trainer's log history.
+
+The three trainers train LoRA adapters (LORA below: r=16, alpha=32, every linear layer) on cfg.model loaded
+unquantised (load_model's default bits=16); of the TrainConfig they read the model, the run settings (steps,
+batch, rate, length, optimizer, seed, output_dir) and trust_remote_code, not its LoRA fields, and refuse a cfg
+asking for another method or an 8/4-bit base."""
 from __future__ import annotations
 
+import numbers
 import random
 import re
 
@@ -69,8 +75,35 @@ def answer_number(text: str) -> int | None:
 
 def arithmetic_reward(completions, result, **_) -> list[float]:
     """GRPO's rule-based reward: 1 when the answer's result (answer_number) is right, else 0.
-    TRL passes the completions and every other dataset column (here `result`) as lists, one item a completion."""
-    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    TRL passes the completions and every other dataset column (here `result`) as lists, one item a completion:
+    each completion a string, or for conversational prompts a list of messages whose last is the answer
+    ([{"role": "assistant", "content": "..."}]). `result`: the right numbers, one per completion."""
+    if isinstance(completions, (str, dict)) or not isinstance(completions, (list, tuple)):
+        raise DataError(f"completions={_short(completions)} is not allowed: a list of answers (strings, or message "
+                        f"lists as TRL passes for chat prompts), not a {type(completions).__name__}",
+                        field="completions")
+    texts = []
+    for i, c in enumerate(completions):
+        if isinstance(c, list):
+            last = c[-1] if c else None
+            if not (isinstance(last, dict) and isinstance(last.get("content"), str)):
+                raise DataError(f"completions[{i}]={_short(c)} is not allowed: a string, or a non-empty list of "
+                                "messages ending with {'role': 'assistant', 'content': str}", field="completions")
+            c = last["content"]
+        elif not isinstance(c, str):
+            raise DataError(f"completions[{i}]={_short(c)} is not allowed: a string, or a list of messages",
+                            field="completions")
+        texts.append(c)
+    if isinstance(result, (str, dict)) or not isinstance(result, (list, tuple)):
+        raise DataError(f"result={_short(result)} is not allowed: a list of the right numbers, one per completion "
+                        f"({len(texts)}), not a {type(result).__name__}", field="result")
+    if len(result) != len(texts):
+        raise DataError(f"result has {len(result)} numbers for {len(texts)} completions: one right number per "
+                        "completion is needed", field="result")
+    bad = [i for i, r in enumerate(result) if isinstance(r, bool) or not isinstance(r, numbers.Real)]
+    if bad:
+        raise DataError(f"result[{bad[0]}]={result[bad[0]]!r} is not allowed: a number (the right answer)",
+                        field="result")
     return [1.0 if answer_number(t) == r else 0.0 for t, r in zip(texts, result)]
 
 
@@ -81,7 +114,19 @@ def series(history: list[dict], key: str) -> list[tuple[int, float]]:
             or not all(isinstance(h, dict) and "step" in h for h in history):
         raise DataError(f"history={_short(history)} is not allowed: a trainer's log history (a list of dicts with "
                         "'step'), as the train_* functions return it", field="history")
-    return [(h["step"], float(h[key])) for h in history if key in h]
+    if not any(key in h for h in history):  # a misspelt key would give an empty plot without a word
+        keys = sorted({k for h in history for k in h if k != "step"})
+        has = f"its keys are {keys}" if history else "the history is empty"
+        raise DataError(f"key={key!r} is not allowed: no entry of the history has it; {has}", field="key")
+    out = []
+    for h in history:
+        if key in h:
+            v = h[key]
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise DataError(f"history: the entry at step {h['step']} has {key!r} = {_short(v)}: a number is "
+                                "needed", field="history")
+            out.append((h["step"], float(v)))
+    return out
 
 
 def _short(value) -> str:
@@ -94,6 +139,12 @@ def _check_run(cfg, listeners):
     from ftlab.config import TrainConfig
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., ...))")
+    trains = ("the alignment trainers train LoRA adapters (r=16, alpha=32, every linear layer) on cfg.model "
+              "loaded unquantised (bits=16)")
+    if cfg.method != "lora":
+        raise ConfigError("method", cfg.method, f"'lora': {trains}")
+    if cfg.effective_bits in (8, 4):
+        raise ConfigError("bits", cfg.effective_bits, f"16 or 32: {trains}; an 8- or 4-bit base is not supported here")
     if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
                                   or not all(callable(f) for f in listeners)):
         raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")

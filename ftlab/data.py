@@ -13,11 +13,14 @@ Records come out as {"source": ..., "target": ...} (task data) or {"prompt", "ch
 """
 from __future__ import annotations
 
+import numbers
+import os
 import random
 from pathlib import Path
 
-from ftlab.errors import DataError  # noqa: F401  (re-exported: ftlab.data.DataError)
-from ftlab.records import SPLITS, _user_file_rows, check_task_records, read_jsonl
+from ftlab.errors import ConfigError, DataError, check_bool, check_int  # DataError re-exported: ftlab.data.DataError
+from ftlab.evaluation import check_conversations, check_tokenizer
+from ftlab.records import SPLITS, SUFFIXES, _user_file_rows, check_task_records, read_json, read_jsonl  # noqa: F401
 
 
 DATA_DIR = Path(__file__).resolve().parent / "datasets"
@@ -104,11 +107,13 @@ def _arithmetic_split(split: str, n: int | None, seed: int) -> list[dict]:
 def load_records(name: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
     """Records of one split as {"source", "target", "task", ...} (or preference records as stored).
 
-    `name`: an embedded dataset, a .jsonl or .json file of {"prompt", "completion"} records (`~` expanded;
-    see _user_file_rows for its splits), or a hub id (owner/name, online). Raises DataError for an unknown
-    name or split, a malformed file, or an empty result.
+    `name`: an embedded dataset, a .jsonl or .json file (str or pathlib.Path, suffix in any case) of
+    {"prompt", "completion"} records (`~` expanded; see _user_file_rows for its splits), or a hub id
+    (owner/name, online). Raises DataError for an unknown name or split, a malformed file, or an empty result.
     """
-    from ftlab.errors import check_int, check_text
+    from ftlab.errors import check_text
+    if isinstance(name, os.PathLike):  # a pathlib.Path is a file path: read it as its string
+        name = os.fspath(name)
     check_text("dataset", name, error=DataError)
     if split not in SPLITS:
         raise DataError(f"split={split!r} is not allowed: one of {list(SPLITS)}", field="split")
@@ -122,8 +127,8 @@ def load_records(name: str, split: str = "train", n: int | None = None, seed: in
             rows = _arithmetic_split(split, n, seed)
         else:
             rows = [r for r in read_jsonl(DATA_DIR / file, REQUIRED.get(name, ())) if r["split"] == split]
-    elif path.suffix in (".jsonl", ".json") or path.exists():
-        if path.is_dir() or path.suffix not in (".jsonl", ".json"):
+    elif path.suffix.lower() in SUFFIXES or path.exists():
+        if path.is_dir() or path.suffix.lower() not in SUFFIXES:
             raise DataError(f"dataset={name!r} is a local {'folder' if path.is_dir() else 'file'}: give a .jsonl "
                             "file (one JSON object a line) or a .json file (a list of objects) of "
                             "{\"prompt\": ..., \"completion\": ...} records", field="dataset")
@@ -158,11 +163,17 @@ TEXTS = {"moby_dick": "moby_dick.jsonl"}  # plain prose for language-model metri
 
 
 def load_text(name: str = "moby_dick", split: str = "test", n: int | None = None) -> list[str]:
-    """Paragraphs of general text, e.g. to measure forgetting as perplexity on text no run trains on."""
-    if name not in TEXTS:
-        raise DataError(f"text={name!r} is unknown: one of {sorted(TEXTS)}")
-    if split not in ("train", "validation", "test"):
-        raise DataError(f"split={split!r} is unknown: one of ['train', 'validation', 'test']")
+    """Paragraphs of general text, e.g. to measure forgetting as perplexity on text no run trains on: the first
+    `n` of the split (None: all of them)."""
+    if not isinstance(name, str) or name not in TEXTS:
+        near = [t for t in TEXTS if isinstance(name, str) and t == name.strip().lower()]
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise DataError(f"name={name!r} is not allowed: no text={name!r} is embedded; one of {sorted(TEXTS)}{hint}",
+                        field="name")
+    if split not in SPLITS:
+        raise DataError(f"split={split!r} is unknown: one of {list(SPLITS)}", field="split")
+    if n is not None:  # n=-1 would drop the last paragraph, n=0 give nothing to score
+        n = check_int("n", n, 1)
     rows = [r["text"] for r in read_jsonl(DATA_DIR / TEXTS[name], required=("split", "text")) if r["split"] == split]
     return rows[:n] if n is not None else rows
 
@@ -177,16 +188,28 @@ def _hub_rows(name: str, split: str) -> list[dict]:
     return [dict(r) for r in ds]
 
 
+def _check_template(template, options: int | None = None):
+    """"random", or a template index (an int, numpy ints included; True is not 1), below `options` if given."""
+    ok = template == "random" if isinstance(template, str) else \
+        isinstance(template, numbers.Integral) and not isinstance(template, bool) and int(template) >= 0 and \
+        (options is None or int(template) < options)
+    if not ok:
+        below = f"an index from 0 to {options - 1}" if options is not None else "an index ≥ 0"
+        raise DataError(f"template={template!r} is not allowed: 'random' or {below} (an integer, not a bool)",
+                        field="template")
+    return template if isinstance(template, str) else int(template)
+
+
 def format_prompt(record: dict, template: int | str = 0, rng: random.Random | None = None) -> str:
     """The instruction text for a record. template: an index, or "random" (one per record, FLAN-style)."""
+    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
+        got = repr(record) if len(repr(record)) <= 80 else repr(record)[:77] + "..."
+        raise DataError(f"record={got} is not allowed: a task record, a dict with a string 'source' (as "
+                        "load_records returns it)", field="record")
     task = record.get("task", "custom")
     options = TEMPLATES.get(task, ["{source}"])
-    if template == "random":
-        text = (rng or random).choice(options)
-    elif isinstance(template, int) and 0 <= template < len(options):
-        text = options[template]
-    else:
-        raise DataError(f"template={template!r} is not allowed: 'random' or an index below {len(options)}")
+    template = _check_template(template, len(options))
+    text = (rng or random).choice(options) if template == "random" else options[template]
     return text.format(source=record["source"], pos=record.get("pos", ""))
 
 
@@ -194,6 +217,9 @@ def to_prompt_completion(records: list[dict], template: int | str = 0, chat: boo
     """TRL's prompt/completion shape. chat=True: conversational ({"role", "content"} lists), so the trainer
     applies the model's chat template and the loss is on the completion only."""
     check_task_records(records)
+    template = _check_template(template)
+    chat = check_bool("chat", chat)  # "no" is truthy
+    seed = check_int("seed", seed, 0)
     rng = random.Random(seed)
     out = []
     for r in records:
@@ -212,7 +238,11 @@ def to_messages(records: list[dict], template: int | str = 0, seed: int = 0) -> 
 
 
 def chat_prompts(tokenizer, records: list[dict], template: int | str = 0) -> list[str]:
-    """Prompts for generation: the chat template with the assistant turn opened."""
+    """Prompts for generation: the chat template with the assistant turn opened. records: task records
+    ({"source", "target", ...}, as load_records returns them)."""
+    check_tokenizer(tokenizer)
+    check_task_records(records)
+    _check_template(template)
     return [tokenizer.apply_chat_template([{"role": "user", "content": format_prompt(r, template)}],
                                           tokenize=False, add_generation_prompt=True) for r in records]
 
@@ -220,7 +250,12 @@ def chat_prompts(tokenizer, records: list[dict], template: int | str = 0) -> lis
 def few_shot_prompts(tokenizer, records: list[dict], demonstrations: list[dict], template: int | str = 0) -> list[str]:
     """In-context baselines: each prompt preceded by the demonstrations as earlier chat turns (a user question
     and the assistant's reference answer each), then the question with the assistant turn opened.
-    demonstrations=[] gives the zero-shot prompt."""
+    demonstrations=[] gives the zero-shot prompt. Both lists hold task records (as load_records returns them)."""
+    check_tokenizer(tokenizer)
+    check_task_records(records)
+    if not (isinstance(demonstrations, (list, tuple)) and not demonstrations):  # [] is the zero-shot prompt
+        check_task_records(demonstrations, "demonstrations")
+    _check_template(template)
     turns = []
     for d in demonstrations:
         turns += [{"role": "user", "content": format_prompt(d, template)}, {"role": "assistant", "content": d["target"]}]
@@ -232,8 +267,17 @@ def loss_batches(tokenizer, records: list[dict], batch_size: int) -> list[dict]:
     """Conversational prompt/completion records as tensors for a hand-written training loop: input_ids,
     attention_mask and labels, with the prompt's and the padding's labels set to -100 so the loss is on the
     completion only. This is what TRL's SFTTrainer does inside; lab 02 writes the loop out, so it needs the
-    same batches outside the trainer (TRL has no public function that returns them)."""
+    same batches outside the trainer (TRL has no public function that returns them). records: a non-empty list
+    of {"prompt": [messages], "completion": [messages]}, as to_prompt_completion(records) (chat=True) makes them."""
     import torch
+    check_tokenizer(tokenizer)
+    try:
+        records = check_conversations("records", records)
+    except DataError as e:
+        raise DataError(f"{e}. loss_batches reads conversational prompt/completion records: make them from task "
+                        "records with to_prompt_completion(records) (chat=True, the default)",
+                        field="records") from None
+    batch_size = check_int("batch_size", batch_size, 1)
     rows = []
     for r in records:
         prompt = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
@@ -263,10 +307,16 @@ def fit_to_length(records: list[dict], tokenizer, seq_len: int, reserve: int = 6
     """
     if not (isinstance(records, list) and not records):  # [] stays [] (a zero-shot lab's demonstrations)
         check_task_records(records)
-    budget = seq_len - reserve - max((len(tokenizer(r["target"])["input_ids"]) for r in records), default=0)
+    check_tokenizer(tokenizer)
+    seq_len = check_int("seq_len", seq_len, 8)
+    # reserve < 0 would let sources grow past seq_len; reserve ≥ seq_len leaves no room (refused just below)
+    reserve = check_int("reserve", reserve, 0)
+    target = max((len(tokenizer(r["target"])["input_ids"]) for r in records), default=0)
+    budget = seq_len - reserve - target
     if budget < 16:
-        raise DataError(f"seq_len={seq_len} is too short for this dataset: at least "
-                        f"{seq_len - budget + 16} tokens are needed")
+        raise DataError(f"seq_len={seq_len} is too short for this dataset: at least {seq_len - budget + 16} tokens "
+                        f"are needed (reserve={reserve} for the template and instruction, {target} for the longest "
+                        "target, 16 for the source)", field="seq_len")
     out, cut = [], 0
     for r in records:
         ids = tokenizer(r["source"], add_special_tokens=False)["input_ids"]
@@ -280,7 +330,13 @@ def fit_to_length(records: list[dict], tokenizer, seq_len: int, reserve: int = 6
 
 def sft_data(cfg, tokenizer, n_validation: int = 16) -> tuple[list[dict], list[dict]]:
     """(train, validation) prompt/completion records for a run of `cfg`: enough training examples for
-    max_steps × batch_size, each cut to fit seq_len; training prompts in varied FLAN-style templates."""
+    max_steps × batch_size, each cut to fit seq_len; training prompts in varied FLAN-style templates.
+    cfg: a TrainConfig; n_validation: how many validation records (an integer ≥ 1)."""
+    from ftlab.config import TrainConfig
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(dataset=..., ...))")
+    check_tokenizer(tokenizer)
+    n_validation = check_int("n_validation", n_validation, 1)
     train = fit_to_length(load_records(cfg.dataset, "train", n=cfg.max_steps * cfg.batch_size, seed=cfg.seed),
                           tokenizer, cfg.seq_len)
     val = fit_to_length(load_records(cfg.dataset, "validation", n=n_validation, seed=cfg.seed), tokenizer, cfg.seq_len)

@@ -9,7 +9,7 @@ import numbers
 import torch
 
 from ftlab.errors import ConfigError, check_int, check_number
-from ftlab.evaluation import check_conversations, scored_batches
+from ftlab.evaluation import check_conversations, check_model, check_tokenizer, scored_batches
 
 
 def _number(field: str, value, *args, **kwargs) -> float:
@@ -22,8 +22,9 @@ def _number(field: str, value, *args, **kwargs) -> float:
 
 def shrink(model, keep: int | list[int]):
     """A student with fewer transformer blocks, initialised from the teacher: its embeddings, final norm, head
-    and the blocks `keep` (indices, or a count: evenly spaced from first to last, as DistilBERT took every
-    other layer). Teacher and student share the tokenizer and vocabulary, which token-level distillation needs.
+    and the blocks `keep` (distinct indices in increasing order, or a count: evenly spaced from first to last,
+    as DistilBERT took every other layer). Teacher and student share the tokenizer and vocabulary, which
+    token-level distillation needs.
 
     Written here because transformers has no function for it; it is a copy and a slice of the block list.
     """
@@ -50,6 +51,9 @@ def shrink(model, keep: int | list[int]):
     twice = sorted({i for i in keep if keep.count(i) > 1})
     if twice:  # the student would hold one module twice: both places would train (and be saved) as one block
         raise ConfigError("keep", given, f"distinct layer indices in 0..{n - 1} (layer {twice[0]} is listed twice)")
+    if keep != sorted(keep):  # the student runs its blocks in list order: [1, 0] would run them reversed
+        raise ConfigError("keep", given, f"layer indices in increasing order, e.g. {sorted(keep)}: the student runs "
+                          "its blocks in the order given, and the teacher's blocks only work in their own order")
     student = copy.deepcopy(model)
     # A model trained by TRL's SFTTrainer keeps an instance-level `forward` whose closure calls the original
     # model's forward: deep-copied, the student would run the teacher's blocks. Use the class's forward.
@@ -82,14 +86,40 @@ class _TemperatureGKD:
         return (loss, student) if return_outputs else loss
 
 
+def _vocabulary(model) -> int | None:
+    """Rows of the model's output layer (its vocabulary as the logits see it), or config.vocab_size."""
+    head = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    weight = getattr(head, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+        return int(weight.shape[0])
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
+def _student_and_teacher(student, teacher) -> None:
+    """Two loaded models whose logits cover the same vocabulary (token-level comparisons index one by the
+    other's token ids), checked before either runs."""
+    check_model(student, "student")
+    check_model(teacher, "teacher")
+    s, t = _vocabulary(student), _vocabulary(teacher)
+    if s is not None and t is not None and s != t:
+        raise ConfigError("student", type(student).__name__,
+                          f"a student with the teacher's vocabulary: the student has {s} tokens, the teacher "
+                          f"{t} (make the student from the teacher with shrink(teacher, ...))")
+
+
 def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperature: float = 2.0, beta: float = 0.0,
                    listeners=None, callback=None):
     """Token-level distillation: on each completion token the student's distribution at temperature T is pulled
     towards the teacher's, KL(teacher ‖ student) for beta=0 (the classic choice; beta=1 is the reverse KL, 0.5
     the Jensen-Shannon divergence). Off-policy: the tokens are the dataset's completions (GKD with lmbda=0).
-    All of the student's weights train. train_records: conversational prompt/completion records.
-    Returns (TrainResult, student)."""
+    train_records: conversational prompt/completion records. Returns (TrainResult, student).
+
+    Every weight of the student trains (full fine-tuning), whatever cfg.method says: of cfg only the run
+    settings are used (max_steps, batch_size, learning_rate, seed; seq_len, optimizer, gradient_checkpointing
+    and output_dir as every trainer here reads them), never its method, LoRA or quantisation fields."""
     from ftlab.config import TrainConfig
+    _student_and_teacher(student, teacher)
+    check_tokenizer(tokenizer)
     # T ≤ 0 or nan divides the logits into nonsense, and the T² scale then trains the weights to nan
     temperature = _number("temperature", temperature, 0, lo_open=True)
     beta = _number("beta", beta, 0, 1)  # the mix of forward and reverse KL (0.5: Jensen-Shannon)
@@ -127,6 +157,8 @@ def with_teacher_answers(teacher, tokenizer, train_records, max_new_tokens: int 
     """Sequence-level distillation's data (Kim & Rush, 2016): the same prompts, with the teacher's greedy answer
     as the completion."""
     from ftlab.evaluation import generate
+    check_model(teacher, "teacher")
+    check_tokenizer(tokenizer)
     train_records = check_conversations("train_records", train_records, ("prompt",))
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
     prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
@@ -140,6 +172,7 @@ def against_teacher(student, teacher, tokenizer, records, batch_size: int = 8) -
     """On the completion tokens of held-out conversational records: the student's loss on the reference
     (cross-entropy), its mean KL(teacher ‖ student) per token at T = 1, and how often its most likely next token
     is the teacher's (top-1 agreement)."""
+    _student_and_teacher(student, teacher)  # another vocabulary would fail as an IndexError inside the embedding
     batches = scored_batches(tokenizer, records, batch_size)  # refuses what would end in 0/0
     ce = kl = agree = count = 0.0
     device = next(student.parameters()).device

@@ -10,7 +10,7 @@ import math
 import warnings
 from pathlib import Path
 
-from ftlab.errors import DataError, check_bool, check_choice, check_int, check_strings
+from ftlab.errors import ConfigError, DataError, check_bool, check_choice, check_int, check_strings
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 _cache: dict = {}
@@ -27,12 +27,38 @@ def load_metric(name: str):
 
 
 def _pairs_of_texts(predictions, references) -> None:
-    """Two non-empty lists of strings, one reference per prediction."""
+    """Two non-empty lists of strings, one reference per prediction, no reference blank. A blank prediction is
+    an answer (a bad one) and is scored; a blank reference has nothing to score against (every metric would
+    say 0, or 1 for a blank answer) and is refused."""
     check_strings("predictions", predictions, error=DataError)
     check_strings("references", references, error=DataError)
     if len(predictions) != len(references):
         raise DataError(f"predictions ({len(predictions)}) and references ({len(references)}) are not allowed to "
                         "differ in length: one reference per prediction is needed", field="references")
+    blank = [i for i, r in enumerate(references) if not r.strip()]
+    if blank:
+        raise DataError(f"references[{blank[0]}]={references[blank[0]]!r} is not allowed: a reference with some text "
+                        f"(a blank reference has nothing to score against; {len(blank)} of {len(references)} are "
+                        "blank)", field="references")
+
+
+def check_model(model, field: str = "model"):
+    """A loaded torch model (what load_model returns), before it is asked to run: None or a name would
+    otherwise fail deep inside as an AttributeError."""
+    import torch
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(field, model, "a loaded model, a torch.nn.Module (ftlab.models.load_model returns it with "
+                          "its tokenizer)")
+    return model
+
+
+def check_tokenizer(tokenizer, field: str = "tokenizer"):
+    """The model's tokenizer (a transformers tokenizer: callable, with a chat template method)."""
+    if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "apply_chat_template"):
+        shown = tokenizer if tokenizer is None or isinstance(tokenizer, (str, bytes, int, float)) else \
+            type(tokenizer).__name__
+        raise ConfigError(field, shown, "the model's tokenizer (load_model returns it)")
+    return tokenizer
 
 
 def rouge(predictions: list[str], references: list[str], per_example: bool = False) -> dict:
@@ -61,8 +87,8 @@ def check_conversations(field: str, records, keys: tuple = ("prompt", "completio
         raise DataError(f"{field}={_short(records)} is not allowed: a list of records with {needed} is needed, "
                         f"not a {type(records).__name__}{hint}", field=field)
     if not records and not allow_empty:
-        raise DataError(f"{field}={_short(records)} is not allowed: at least one record with {needed} is needed",
-                        field=field)
+        raise DataError(f"{field}={_short(records)} is not allowed: it is empty; at least one record with {needed} "
+                        "is needed", field=field)
     what = "a non-empty string or a non-empty list of messages" if text_ok else \
         "a non-empty list of {'role': str, 'content': str} messages"
     for i, r in enumerate(records):
@@ -111,13 +137,18 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, bat
     prompts = check_strings("prompts", prompts, error=DataError)  # a bare string would be generated per character
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
     batch_size = check_int("batch_size", batch_size, 1)
+    check_model(model)
+    if not callable(getattr(model, "generate", None)):
+        raise ConfigError("model", type(model).__name__, "a model that generates text (with .generate, e.g. "
+                          "...ForCausalLM as load_model returns it)")
+    check_tokenizer(tokenizer)
     side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # decoder-only: pad on the left so every row continues from its end
     was_training = model.training
-    model.eval()
     out = []
-    device = next(model.parameters()).device
     try:
+        tokenizer.padding_side = "left"  # decoder-only: pad on the left so every row continues from its end
+        model.eval()
+        device = next(model.parameters()).device
         for i in range(0, len(prompts), batch_size):
             enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             with torch.no_grad(), warnings.catch_warnings():
@@ -136,6 +167,7 @@ def scored_batches(tokenizer, records, batch_size, field: str = "records") -> li
     """ftlab.data.loss_batches of checked conversational prompt/completion records, refused when no completion
     token is left to score (the mean would be 0/0)."""
     from ftlab.data import loss_batches
+    check_tokenizer(tokenizer)
     records = check_conversations(field, records)
     batches = loss_batches(tokenizer, records, check_int("batch_size", batch_size, 1))
     if not sum(int((b["labels"] != -100).sum()) for b in batches):
@@ -149,6 +181,7 @@ def completion_loss(model, tokenizer, records: list[dict], batch_size: int = 8) 
     covers whatever the run's loss covered, prompt tokens included when completion_only_loss=False)."""
     import torch
 
+    check_model(model)
     batches = scored_batches(tokenizer, records, batch_size)
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -172,6 +205,8 @@ def perplexity(model, tokenizer, texts: list[str], max_length: int = 256) -> flo
     import torch
     texts = check_strings("texts", texts, error=DataError)
     max_length = check_int("max_length", max_length, 2)
+    check_model(model)
+    check_tokenizer(tokenizer)
     encoded = [tokenizer(t, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"] for t in texts]
     encoded = [ids for ids in encoded if ids.shape[1] >= 2]
     if not encoded:

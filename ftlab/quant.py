@@ -7,6 +7,8 @@ blocks: +0.127 bit/weight).
 """
 from __future__ import annotations
 
+from ftlab.errors import ConfigError, check_int
+
 
 def bitsandbytes_available() -> tuple[bool, str]:
     """(usable, why not). bitsandbytes 0.50 serves CUDA and the CPU backend."""
@@ -21,7 +23,7 @@ def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4
     """None for 32/16 bits; a BitsAndBytesConfig for 8 or 4. Raises ConfigError naming `bits`, `quant_type`
     or `double_quant` (numpy integers are taken as int)."""
     from ftlab.config import BITS, QUANT_TYPES
-    from ftlab.errors import ConfigError, check_bool, check_choice
+    from ftlab.errors import check_bool, check_choice
     bits = check_choice("bits", bits, BITS)
     quant_type = check_choice("quant_type", quant_type, QUANT_TYPES)
     double_quant = check_bool("double_quant", double_quant)
@@ -79,12 +81,48 @@ def keep_4bit_trainable(model) -> int:
 # Written out because these few lines *are* the lesson; the lab checks them against bitsandbytes' own
 # kernels (int8_vectorwise_quant, quantize_4bit), which is what training really uses.
 
+BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # what bitsandbytes 0.50's quantize_4bit accepts
+
+
+def _tensor(w, field: str = "w"):
+    """A non-empty torch tensor of numbers (a list has no .float(); an empty one has no absmax)."""
+    import torch
+    if not isinstance(w, torch.Tensor) or w.numel() == 0 or w.is_complex() or w.dtype == torch.bool:
+        raise ConfigError(field, w, "a non-empty torch tensor of real numbers, e.g. "
+                          "model.model.layers[0].self_attn.q_proj.weight (torch.tensor(values) makes one)")
+    return w
+
+
+def _bits(bits) -> int:
+    """2..8: q is stored as int8 (9 bits would wrap around), and 1 bit leaves L = 0 levels (absmax / 0)."""
+    return check_int("bits", bits, 2, 8)
+
+
+def _blocksize(blocksize, w, allowed: tuple | None = None):
+    """A positive integer dividing w.numel() (each block one absmax), one of `allowed` if given."""
+    n = w.numel()
+    what = f"a positive integer dividing the tensor's {n} values" if allowed is None else \
+        f"one of {list(allowed)} (bitsandbytes' 4-bit block sizes) dividing the tensor's {n} values"
+    try:
+        blocksize = check_int("blocksize", blocksize, 1)
+    except ConfigError:
+        raise ConfigError("blocksize", blocksize, what) from None
+    if n % blocksize or (allowed is not None and blocksize not in allowed):
+        raise ConfigError("blocksize", blocksize, what)
+    return blocksize
+
+
 def absmax_quantize(w, bits: int = 8, blocksize: int | None = None):
     """Symmetric absmax quantisation: q = round(w · L / absmax), L = 2^(bits-1) - 1 (127 for int8, 7 for int4),
     with one absmax per row (blocksize=None, LLM.int8's vector-wise scheme) or per block of `blocksize`
     consecutive values (QLoRA's scheme). Returns (q as int8, absmax per row/block). Rounding to the nearest
-    of 2L+1 evenly spaced levels errs by at most absmax / (2L) per value."""
+    of 2L+1 evenly spaced levels errs by at most absmax / (2L) per value.
+    w: a torch tensor; bits: 2 to 8 (q is int8); blocksize: None, or a positive integer dividing w.numel()."""
     import torch
+    w = _tensor(w)
+    bits = _bits(bits)
+    if blocksize is not None:
+        blocksize = _blocksize(blocksize, w)
     levels = 2 ** (bits - 1) - 1
     x = w.float().reshape(-1, blocksize) if blocksize else w.float()
     absmax = x.abs().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
@@ -93,6 +131,9 @@ def absmax_quantize(w, bits: int = 8, blocksize: int | None = None):
 
 
 def absmax_dequantize(q, absmax, bits: int = 8, shape=None):
+    """w ≈ q · absmax / L, the inverse of absmax_quantize with the same bits (2 to 8)."""
+    q, absmax = _tensor(q, "q"), _tensor(absmax, "absmax")
+    bits = _bits(bits)
     levels = 2 ** (bits - 1) - 1
     w = q.float() * absmax / levels
     return w.reshape(shape) if shape is not None else w
@@ -100,7 +141,10 @@ def absmax_dequantize(q, absmax, bits: int = 8, shape=None):
 
 def quantization_errors(w, blocksize: int = 64) -> dict:
     """Mean squared and largest error of int8 (per row), int4 (absmax per block) and bitsandbytes' nf4 and fp4
-    (per block, the 4-bit codes QLoRA uses), on the same tensor."""
+    (per block, the 4-bit codes QLoRA uses), on the same tensor. blocksize: one of bitsandbytes' 4-bit block
+    sizes (32, 64, ..., 4096) that divides w.numel()."""
+    w = _tensor(w)
+    blocksize = _blocksize(blocksize, w, BNB_BLOCKSIZES)
     import bitsandbytes.functional as F
     w = w.float()
     out = {}
@@ -129,6 +173,8 @@ def storage_bytes(model) -> int:
     cannot show what double quantisation saves); this adds each 4-bit weight's quant_state (absmax, the
     code table, and the nested second-level state) and each 8-bit weight's row scales (SCB)."""
     import torch
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError("model", model, "a loaded model, a torch.nn.Module (ftlab.models.load_model returns it)")
 
     def nbytes(t):
         return t.numel() * t.element_size() if torch.is_tensor(t) else 0

@@ -4,25 +4,48 @@ of a mistake, with a seeded held-out split when it has no "split" field), and th
 """
 from __future__ import annotations
 
+import codecs
 import json
+import os
 import random
 from pathlib import Path
 
-from ftlab.errors import DataError
+from ftlab.errors import ConfigError, DataError, check_strings
 
 
 SPLITS = ("train", "validation", "test")
+SUFFIXES = (".jsonl", ".json")  # a user's file of records; compared case-insensitively (DATA.JSONL is one too)
+
+
+def file_path(path, field: str = "path") -> Path:
+    """A file path as str or os.PathLike (pathlib.Path), `~` expanded; anything else is a ConfigError naming
+    `field` (Path(None) would be a TypeError, a bytes path a string of its repr)."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path.strip():
+        raise ConfigError(field, path, "a file path: a non-empty str or a pathlib.Path")
+    return Path(path).expanduser()
+
+
+def _required(required) -> tuple:
+    """The `required` field names: a tuple or list of strings (a bare string would be read as its letters)."""
+    return tuple(check_strings("required", required, allow_empty_list=True))
+
 
 def read_jsonl(path, required: tuple = ()) -> list[dict]:
     """Read a JSON-lines file strictly: a bad line raises DataError naming the file and line number. Each
-    `required` field must be present and a non-empty string ("split" may be empty)."""
-    path = Path(path).expanduser()
+    `required` field (a tuple or list of names) must be present and a non-empty string ("split" may be empty).
+    `path` is a str or pathlib.Path; UTF-8 with or without a byte-order mark, and Windows (CRLF) line ends."""
+    path = file_path(path)
+    required = _required(required)
     rows = []
     try:
         raw = path.read_bytes()
     except OSError as e:
         raise DataError(f"dataset file {str(path)!r} cannot be read: {e.strerror}", field="dataset") from None
-    for no, line in enumerate(raw.split(b"\n"), start=1):
+    if raw.startswith(codecs.BOM_UTF8):  # Windows editors write one; it is not part of the first record
+        raw = raw[len(codecs.BOM_UTF8):]
+    for no, line in enumerate(raw.split(b"\n"), start=1):  # a CRLF line keeps its \r: JSON whitespace
         if not line.strip():
             continue
         try:
@@ -64,10 +87,12 @@ def _short(value) -> str:
 
 
 def read_json(path, required: tuple = ()) -> list[dict]:
-    """A .json file holding a list of records (a JSON array of objects), checked as read_jsonl checks lines."""
-    path = Path(path).expanduser()
+    """A .json file holding a list of records (a JSON array of objects), checked as read_jsonl checks lines
+    (`path` a str or pathlib.Path; a UTF-8 byte-order mark is skipped)."""
+    path = file_path(path)
+    required = _required(required)
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except OSError as e:
         raise DataError(f"dataset file {str(path)!r} cannot be read: {e.strerror}", field="dataset") from None
     except UnicodeDecodeError:
@@ -96,7 +121,7 @@ def _user_file_rows(path: Path, split: str, seed: int) -> list[dict]:
     """A user's .jsonl/.json file of prompt/completion records. With a "split" field in every record, its
     values choose the rows; without one, a seeded shuffle holds out 10 % (at least one record) as the
     validation split, which also serves as test, and says so: validation never repeats training data."""
-    read = read_json if path.suffix == ".json" else read_jsonl
+    read = read_json if path.suffix.lower() == ".json" else read_jsonl
     rows = read(path, USER_FILE_FIELDS)
     if all("split" in r for r in rows):
         values = sorted({str(r["split"]) for r in rows})

@@ -7,8 +7,9 @@ import random
 
 import numpy as np
 import pytest
+import torch
 
-from ftlab import align, compare, dataprep, distill, evaluation
+from ftlab import align, compare, data, dataprep, distill, evaluation, quant
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, DataError
 
@@ -98,6 +99,20 @@ def shrink(keep, model=None):
 def measure(**kw):
     args = {"train_records": [SFT], "val_records": [SFT], "test_records": [TASK], **kw}
     return lambda tmp: compare.measure_run(cfg(tmp), **args)
+
+
+def fit(records=None, tokenizer="tok", seq_len=256, **kw):
+    return lambda tmp: data.fit_to_length(records or [TASK], M["tok"] if tokenizer == "tok" else tokenizer,
+                                          seq_len, **kw)
+
+
+def few_shot(demonstrations, records=None):
+    return lambda tmp: data.few_shot_prompts(M["tok"], records or [TASK], demonstrations)
+
+
+def other_vocabulary():
+    from ftlab.models import tiny_test_model
+    return tiny_test_model()  # a 512-token vocabulary; the module's models have the tokenizer's 49152
 
 
 # (id, call taking tmp_path, error class, words the message must contain: the argument (which is also the
@@ -252,6 +267,165 @@ CASES = [
     ("measure test pairs", measure(test_records=[pair()]), DataError, ["test_records", "test_records[0]", "preference"]),
     ("measure train pairs", measure(train_records=[pair()]), DataError, ["train_records", "preference pair"]),
     ("measure eval_before 'no'", measure(eval_before="no"), ConfigError, ["eval_before", "'no'", "True or False"]),
+    # --- records and data: paths, argument types, and each function's record shape checked at its entry
+    ("read_jsonl of None", lambda tmp: data.read_jsonl(None), ConfigError,
+     ["path", "None", "a file path", "pathlib.Path"]),
+    ("read_json of a number", lambda tmp: data.read_json(3), ConfigError, ["path", "3", "a file path"]),
+    ("read_jsonl required a string", lambda tmp: data.read_jsonl(tmp / "x.jsonl", required="prompt"), ConfigError,
+     ["required", "'prompt'", "list of strings", "not a str"]),
+    ("read_json required a string", lambda tmp: data.read_json(tmp / "x.json", required="prompt"), ConfigError,
+     ["required", "'prompt'", "list of strings", "not a str"]),
+    ("template True", lambda tmp: data.to_prompt_completion([TASK], template=True), DataError,
+     ["template", "True", "'random' or an index", "not a bool"]),
+    ("template a float", lambda tmp: data.to_prompt_completion([TASK], template=1.0), DataError,
+     ["template", "1.0", "'random' or an index"]),
+    ("template out of range", lambda tmp: data.format_prompt(TASK, np.int64(4)), DataError,
+     ["template", "4", "an index from 0 to 3"]),
+    ("format a record that is a string", lambda tmp: data.format_prompt("dog"), DataError,
+     ["record", "'dog'", "task record", "'source'"]),
+    ("chat 'no'", lambda tmp: data.to_prompt_completion([TASK], chat="no"), ConfigError,
+     ["chat", "'no'", "True or False"]),
+    ("seed a string", lambda tmp: data.to_prompt_completion([TASK], template="random", seed="1"), ConfigError,
+     ["seed", "'1'", "integer ≥ 0"]),
+    ("chat prompts of prompt/completion", lambda tmp: data.chat_prompts(M["tok"], [SFT]), DataError,
+     ["records", "records[0]['source']", "missing", "load_records"]),
+    ("chat prompts of one record", lambda tmp: data.chat_prompts(M["tok"], TASK), DataError,
+     ["records", "dict", "in a list"]),
+    ("chat prompts without tokenizer", lambda tmp: data.chat_prompts(None, [TASK]), ConfigError,
+     ["tokenizer", "None", "the model's tokenizer", "load_model"]),
+    ("few-shot demonstrations None", few_shot(None), DataError, ["demonstrations", "None", "list of records"]),
+    ("few-shot demonstration without target", few_shot([{"source": "x"}]), DataError,
+     ["demonstrations", "demonstrations[0]['target']", "missing"]),
+    ("few-shot demonstrations one record", few_shot(TASK), DataError, ["demonstrations", "dict", "in a list"]),
+    ("few-shot demonstrations prompt/completion", few_shot([conv()]), DataError,
+     ["demonstrations", "demonstrations[0]['source']", "missing"]),
+    ("few-shot of prompt/completion records", few_shot([], records=[conv()]), DataError,
+     ["records", "records[0]['source']", "missing"]),
+    ("few-shot without tokenizer", lambda tmp: data.few_shot_prompts(None, [TASK], []), ConfigError,
+     ["tokenizer", "None", "the model's tokenizer"]),
+    ("loss batches batch 0", lambda tmp: data.loss_batches(M["tok"], [conv()], 0), ConfigError,
+     ["batch_size", "0", "integer ≥ 1"]),
+    ("loss batches batch '2'", lambda tmp: data.loss_batches(M["tok"], [conv()], "2"), ConfigError,
+     ["batch_size", "'2'", "an integer"]),
+    ("loss batches of task records", lambda tmp: data.loss_batches(M["tok"], [TASK], 2), DataError,
+     ["records", "records[0]", "'source'", "to_prompt_completion(records)", "chat=True"]),
+    ("loss batches of plain strings", lambda tmp: data.loss_batches(M["tok"], [SFT], 2), DataError,
+     ["records", "records[0]['prompt']", "'Define dog.'", "messages", "to_prompt_completion(records)"]),
+    ("loss batches without tokenizer", lambda tmp: data.loss_batches(None, [conv()], 2), ConfigError,
+     ["tokenizer", "None", "the model's tokenizer"]),
+    ("fit seq_len a string", fit(seq_len="256"), ConfigError, ["seq_len", "'256'", "integer ≥ 8"]),
+    ("fit seq_len 4", fit(seq_len=4), ConfigError, ["seq_len", "4", "integer ≥ 8"]),
+    ("fit reserve a string", fit(reserve="64"), ConfigError, ["reserve", "'64'", "integer ≥ 0"]),
+    ("fit reserve negative", fit(reserve=-1000), ConfigError, ["reserve", "-1000", "integer ≥ 0"]),
+    ("fit reserve all of seq_len", fit(reserve=256), DataError,
+     ["seq_len", "seq_len=256 is too short", "reserve=256", "tokens are needed"]),
+    ("fit without tokenizer", fit(tokenizer=None), ConfigError, ["tokenizer", "None", "the model's tokenizer"]),
+    ("sft data cfg a dict", lambda tmp: data.sft_data({"dataset": "definitions"}, M["tok"]), ConfigError,
+     ["cfg", "{'dataset'", "TrainConfig"]),
+    ("sft data n_validation 0", lambda tmp: data.sft_data(cfg(tmp, dataset="definitions"), M["tok"], n_validation=0),
+     ConfigError, ["n_validation", "0", "integer ≥ 1"]),
+    ("text n -1", lambda tmp: data.load_text(n=-1), ConfigError, ["n", "-1", "integer ≥ 1"]),
+    ("text n 0", lambda tmp: data.load_text(n=0), ConfigError, ["n", "0", "integer ≥ 1"]),
+    ("text n '3'", lambda tmp: data.load_text(n="3"), ConfigError, ["n", "'3'", "an integer"]),
+    ("text name in capitals", lambda tmp: data.load_text("Moby_Dick"), DataError,
+     ["name", "'Moby_Dick'", "one of ['moby_dick']", "did you mean 'moby_dick'"]),
+    ("text split unknown", lambda tmp: data.load_text(split="dev"), DataError, ["split", "'dev'", "one of"]),
+    # --- evaluation: blank references, and the model and tokenizer checked before anything runs
+    ("rouge of blank texts", lambda tmp: evaluation.rouge(["   "], ["   "]), DataError,
+     ["references", "references[0]", "'   '", "a reference with some text"]),
+    ("rouge of a blank reference", lambda tmp: evaluation.rouge(["a b", "c"], ["a b", "  "]), DataError,
+     ["references", "references[1]", "'  '", "nothing to score against"]),
+    ("exact_match of a blank reference", lambda tmp: evaluation.exact_match(["a"], ["  "]), DataError,
+     ["references", "references[0]", "'  '", "a reference with some text"]),
+    ("generate without tokenizer", lambda tmp: evaluation.generate(M["model"], None, ["Hi"]), ConfigError,
+     ["tokenizer", "None", "the model's tokenizer"]),
+    ("generate without model", lambda tmp: evaluation.generate(None, M["tok"], ["Hi"]), ConfigError,
+     ["model", "None", "torch.nn.Module", "load_model"]),
+    ("generate with a model name", lambda tmp: evaluation.generate("smollm2-135m-instruct", M["tok"], ["Hi"]),
+     ConfigError, ["model", "'smollm2-135m-instruct'", "a loaded model"]),
+    ("completion_loss without tokenizer", lambda tmp: evaluation.completion_loss(M["model"], None, [conv()]),
+     ConfigError, ["tokenizer", "None", "the model's tokenizer"]),
+    ("completion_loss without model", lambda tmp: evaluation.completion_loss(None, M["tok"], [conv()]),
+     ConfigError, ["model", "None", "torch.nn.Module"]),
+    ("perplexity without tokenizer", lambda tmp: evaluation.perplexity(M["model"], None, ["The whale swam on."]),
+     ConfigError, ["tokenizer", "None", "the model's tokenizer"]),
+    # --- align: the reward's lists, the plotted series, and what the trainers train
+    ("reward of more results than answers", lambda tmp: align.arithmetic_reward(["4"], [4, 5]), DataError,
+     ["result", "2 numbers", "1 completions", "one right number per completion"]),
+    ("reward of None completions", lambda tmp: align.arithmetic_reward(None, [4]), DataError,
+     ["completions", "None", "a list of answers"]),
+    ("reward of a bare answer", lambda tmp: align.arithmetic_reward("4", [4]), DataError,
+     ["completions", "'4'", "a list of answers", "not a str"]),
+    ("reward result a bare int", lambda tmp: align.arithmetic_reward(["4"], 4), DataError,
+     ["result", "4", "a list of the right numbers"]),
+    ("reward result strings", lambda tmp: align.arithmetic_reward(["4"], ["4"]), DataError,
+     ["result", "result[0]='4'", "a number"]),
+    ("reward completion a number", lambda tmp: align.arithmetic_reward([4], [4]), DataError,
+     ["completions", "completions[0]=4", "a string"]),
+    ("reward completion an empty message list", lambda tmp: align.arithmetic_reward([[]], [4]), DataError,
+     ["completions", "completions[0]=[]", "list of messages"]),
+    ("series misspelt key", lambda tmp: align.series([{"step": 1, "rewards/margins": 0.5}], "rewards/margin"),
+     DataError, ["key", "'rewards/margin'", "no entry", "['rewards/margins']"]),
+    ("series of an empty history", lambda tmp: align.series([], "loss"), DataError,
+     ["key", "'loss'", "the history is empty"]),
+    ("series of a None value", lambda tmp: align.series([{"step": 1, "loss": None}], "loss"), DataError,
+     ["history", "step 1", "'loss'", "None", "a number"]),
+    ("dpo on a QLoRA cfg", lambda tmp: align.train_dpo(cfg(tmp, method="qlora", bits=4), [pair()]), ConfigError,
+     ["method", "'qlora'", "'lora'", "LoRA adapters", "unquantised"]),
+    ("dpo on an 8-bit base", lambda tmp: align.train_dpo(cfg(tmp, bits=8), [pair()]), ConfigError,
+     ["bits", "8", "16 or 32", "8- or 4-bit base"]),
+    ("grpo with full fine-tuning", lambda tmp: align.train_grpo(cfg(tmp, method="full"), align.sums(4),
+                                                                align.arithmetic_reward), ConfigError,
+     ["method", "'full'", "'lora'", "LoRA adapters"]),
+    ("reward model on a 4-bit base",
+     lambda tmp: align.train_reward_model(cfg(tmp, method="qlora", bits=4), [pair()], [pair()]), ConfigError,
+     ["method", "'qlora'", "'lora'"]),
+    # --- distill: block order, vocabularies, models that are not models
+    ("shrink reversed", shrink([1, 0]), ConfigError, ["keep", "[1, 0]", "increasing order", "e.g. [0, 1]"]),
+    ("shrink numpy out of order", shrink(np.array([2, 0, 3])), ConfigError,
+     ["keep", "array([2, 0, 3])", "increasing order", "[0, 2, 3]"]),
+    ("against teacher of another vocabulary",
+     lambda tmp: distill.against_teacher(other_vocabulary(), M["model"], M["tok"], [conv()]), ConfigError,
+     ["student", "'LlamaForCausalLM'", "the teacher's vocabulary", "512", "49152"]),
+    ("against teacher without teacher",
+     lambda tmp: distill.against_teacher(M["model"], None, M["tok"], [conv()]), ConfigError,
+     ["teacher", "None", "torch.nn.Module"]),
+    ("kd of no student", lambda tmp: distill.train_token_kd(None, M["model"], M["tok"], [conv()], cfg(tmp)),
+     ConfigError, ["student", "None", "torch.nn.Module"]),
+    ("kd teacher a name",
+     lambda tmp: distill.train_token_kd(M["model"], "smollm2-135m-instruct", M["tok"], [conv()], cfg(tmp)),
+     ConfigError, ["teacher", "'smollm2-135m-instruct'", "a loaded model"]),
+    ("kd of another vocabulary",
+     lambda tmp: distill.train_token_kd(other_vocabulary(), M["model"], M["tok"], [conv()], cfg(tmp)), ConfigError,
+     ["student", "'LlamaForCausalLM'", "512", "49152"]),
+    ("kd without tokenizer", lambda tmp: distill.train_token_kd(M["model"], M["model"], None, [conv()], cfg(tmp)),
+     ConfigError, ["tokenizer", "None", "the model's tokenizer"]),
+    ("teacher answers without teacher", lambda tmp: distill.with_teacher_answers(None, M["tok"], [conv()]),
+     ConfigError, ["teacher", "None", "torch.nn.Module"]),
+    # --- quant: bit widths int8 can hold, block sizes that divide, tensors
+    ("absmax bits 1", lambda tmp: quant.absmax_quantize(torch.randn(4, 4), bits=1), ConfigError,
+     ["bits", "1", "integer from 2 to 8"]),
+    ("absmax bits 9", lambda tmp: quant.absmax_quantize(torch.randn(4, 4), bits=9), ConfigError,
+     ["bits", "9", "integer from 2 to 8"]),
+    ("absmax bits a float", lambda tmp: quant.absmax_quantize(torch.randn(4, 4), bits=8.0), ConfigError,
+     ["bits", "8.0", "an integer"]),
+    ("absmax blocksize 3 of 16", lambda tmp: quant.absmax_quantize(torch.randn(4, 4), bits=4, blocksize=3),
+     ConfigError, ["blocksize", "3", "dividing the tensor's 16 values"]),
+    ("absmax blocksize 0", lambda tmp: quant.absmax_quantize(torch.randn(4, 4), bits=4, blocksize=0), ConfigError,
+     ["blocksize", "0", "positive integer"]),
+    ("absmax of a list", lambda tmp: quant.absmax_quantize([1.0, 2.0]), ConfigError,
+     ["w", "[1.0, 2.0]", "torch tensor"]),
+    ("absmax of an empty tensor", lambda tmp: quant.absmax_quantize(torch.zeros(0)), ConfigError,
+     ["w", "tensor([])", "non-empty torch tensor"]),
+    ("dequantize bits 1", lambda tmp: quant.absmax_dequantize(torch.ones(2, 2, dtype=torch.int8), torch.ones(2, 1), 1),
+     ConfigError, ["bits", "1", "integer from 2 to 8"]),
+    ("quantization errors blocksize 0", lambda tmp: quant.quantization_errors(torch.randn(64, 64), blocksize=0),
+     ConfigError, ["blocksize", "0", "one of [32, 64", "bitsandbytes"]),
+    ("quantization errors blocksize 16", lambda tmp: quant.quantization_errors(torch.randn(64, 64), blocksize=16),
+     ConfigError, ["blocksize", "16", "one of [32, 64", "dividing the tensor's 4096 values"]),
+    ("quantization errors of a list", lambda tmp: quant.quantization_errors([0.5, 1.0]), ConfigError,
+     ["w", "[0.5, 1.0]", "torch tensor"]),
+    ("storage of None", lambda tmp: quant.storage_bytes(None), ConfigError, ["model", "None", "torch.nn.Module"]),
 ]
 
 
@@ -279,7 +453,7 @@ def test_numpy_integers_are_taken_where_ints_are_expected():
                               batch_size=np.int64(1))
     assert len(out) == 2 and all(isinstance(o, str) for o in out)
     assert distill.shrink(M["free"], np.int64(2)).ftlab_kept_layers == [0, 3]
-    assert distill.shrink(M["free"], np.array([2, 0])).ftlab_kept_layers == [2, 0]  # the order given is kept
+    assert distill.shrink(M["free"], np.array([0, 2])).ftlab_kept_layers == [0, 2]  # increasing: blocks in order
     assert align.sums(np.int64(3), seed=np.int64(1)) == align.sums(3, seed=1)
     assert dataprep.word_swap("a b c d", n=np.int64(1), rng=random.Random(1)) == \
         dataprep.word_swap("a b c d", n=1, rng=random.Random(1))
@@ -292,3 +466,81 @@ def test_valid_inputs_still_give_their_numbers():
     value = evaluation.perplexity(M["free"], M["tok"], ["a", "The whale swam on through the night."])
     assert math.isfinite(value) and value > 1
     assert dataprep.dedupe([TASK, dict(TASK)]) == ([TASK], [TASK])
+
+
+# --- what must now be accepted: paths, Windows files, numpy template indices; refusals that leave nothing changed
+
+GOOD = (b'{"prompt": "2+2?", "completion": "4"}\n{"prompt": "3+3?", "completion": "6"}\n'
+        b'{"prompt": "1+1?", "completion": "2"}\n')
+
+
+def test_paths_byte_order_marks_crlf_and_capital_suffixes_are_read(tmp_path):
+    from pathlib import Path
+    plain = tmp_path / "plain.jsonl"
+    plain.write_bytes(GOOD)
+    expected = data.read_jsonl(str(plain))
+    assert data.read_jsonl(Path(plain), required=("prompt", "completion")) == expected  # a Path, a tuple
+    assert data.read_jsonl(plain, required=["prompt"]) == expected  # a list of names
+    variants = {"bom.jsonl": b"\xef\xbb\xbf" + GOOD, "crlf.jsonl": GOOD.replace(b"\n", b"\r\n"),
+                "bomcrlf.jsonl": b"\xef\xbb\xbf" + GOOD.replace(b"\n", b"\r\n"), "upper.JSONL": GOOD}
+    for name, content in variants.items():
+        (tmp_path / name).write_bytes(content)
+        assert data.read_jsonl(tmp_path / name) == expected, name
+    as_json = b"\xef\xbb\xbf" + ("[" + ",".join(l.decode() for l in GOOD.splitlines()) + "]").encode()
+    (tmp_path / "bom.json").write_bytes(as_json)
+    (tmp_path / "upper.JSON").write_bytes(as_json.replace(b"\n", b"\r\n"))
+    assert data.read_json(tmp_path / "bom.json") == expected
+    reference = data.load_records(str(plain), "train")
+    for name in (*variants, "bom.json", "upper.JSON"):
+        assert data.load_records(tmp_path / name, "train") == reference, name  # pathlib.Path, as a str is
+        assert data.load_records(str(tmp_path / name), "validation") == data.load_records(str(plain), "validation")
+
+
+def test_numpy_template_indices_and_valid_arguments_are_taken():
+    assert data.to_prompt_completion([TASK], template=np.int64(1)) == data.to_prompt_completion([TASK], template=1)
+    assert data.format_prompt(TASK, np.int32(2)) == data.format_prompt(TASK, 2)
+    assert data.to_prompt_completion([TASK], chat=np.bool_(False)) == data.to_prompt_completion([TASK], chat=False)
+    assert data.to_prompt_completion([TASK], "random", seed=np.int64(3)) == data.to_prompt_completion([TASK], "random",
+                                                                                                     seed=3)
+    assert len(data.chat_prompts(M["tok"], (TASK,), template=np.int64(1))) == 1
+    zero = data.few_shot_prompts(M["tok"], [TASK], [])  # an empty demonstration list is the zero-shot prompt
+    assert zero == data.chat_prompts(M["tok"], [TASK]) and len(data.few_shot_prompts(M["tok"], [TASK], [TASK])) == 1
+    assert [b["input_ids"].shape[0] for b in data.loss_batches(M["tok"], [conv(), conv()], np.int64(1))] == [1, 1]
+    assert data.fit_to_length([TASK], M["tok"], np.int64(64), reserve=np.int64(0)) == [TASK]
+    assert data.fit_to_length([], M["tok"], 128) == []
+    assert len(data.load_text(n=np.int64(2))) == 2 and len(data.load_text(n=None)) == 100
+
+
+def test_blank_predictions_are_scored_and_failed_generation_restores_the_tokenizer():
+    assert evaluation.exact_match(["", "a"], ["b", "a"]) == 0.5  # a blank answer is a wrong answer, not an error
+    assert evaluation.rouge(["  ", "a b"], ["a b", "a b"], per_example=True)["rouge1"] == [0.0, 1.0]
+    side = M["tok"].padding_side
+    with pytest.raises(ModelRan):  # the guarded model fails inside generate: padding_side is put back
+        evaluation.generate(M["model"], M["tok"], ["Hi"])
+    assert M["tok"].padding_side == side
+    with pytest.raises(ConfigError):
+        evaluation.generate(None, M["tok"], ["Hi"])
+    assert M["tok"].padding_side == side
+
+
+def test_rewards_and_series_take_what_trl_and_the_trainers_give():
+    chat = [[{"role": "assistant", "content": "2 + 5 = 7"}], [{"role": "assistant", "content": "8"}]]
+    assert align.arithmetic_reward(chat, [7, 7], prompts=[[], []], trainer_state=None) == [1.0, 0.0]
+    assert align.arithmetic_reward(("7", "The answer is 8."), (7, np.int64(8))) == [1.0, 1.0]
+    history = [{"step": 1, "loss": np.float32(0.5)}, {"step": 2, "eval_loss": 1.0}, {"step": 2, "loss": 0.25}]
+    assert align.series(history, "loss") == [(1, 0.5), (2, 0.25)]
+
+
+def test_quantisation_arithmetic_takes_what_lab_05_gives():
+    torch.manual_seed(0)
+    w = torch.randn(8, 16)
+    q, s = quant.absmax_quantize(w, bits=8)
+    assert q.dtype == torch.int8 and (quant.absmax_dequantize(q, s, 8) - w).abs().max() <= s.max() / 254 + 1e-6
+    q16, _ = quant.absmax_quantize(w.half(), bits=np.int64(8))
+    assert q16.shape == w.shape and q16.dtype == torch.int8
+    q4, s4 = quant.absmax_quantize(w, bits=2, blocksize=np.int64(32))
+    assert q4.shape == (4, 32) and q4.abs().max() <= 1
+    errors = quant.quantization_errors(torch.randn(64, 64) * 0.02, blocksize=32)
+    assert set(errors) == {"int8 (absmax per row)", "int4 (absmax per 32)", "nf4 (bitsandbytes, per 32)",
+                           "fp4 (bitsandbytes, per 32)"}
+    assert quant.storage_bytes(M["free"]) > 0
