@@ -49,18 +49,32 @@ class AdaptedLinear(nn.Module):
         return self.adapter(self.base(x))
 
 
-def add_adapters(model: nn.Module, bottleneck: int) -> int:
-    """Freeze `model` and insert an adapter after every attention output and MLP output; returns how many."""
-    for p in model.parameters():
-        p.requires_grad = False
+def adapter_targets(model: nn.Module) -> list:
+    """[(name, module)] the adapters go after: every attention output and MLP output (by Llama names).
+    ConfigError (field method) when the model has none."""
     targets = [(name, mod) for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] in ADAPTER_AFTER]
     if not targets:
-        raise ValueError(f"method='adapter': the model has no {list(ADAPTER_AFTER)} modules to put adapters after "
-                         "(ftlab places them by Llama-style module names)")
+        from ftlab.errors import ConfigError
+        raise ConfigError("method", "adapter", f"a method this model can train: it has no {list(ADAPTER_AFTER)} "
+                          "modules to put adapters after (ftlab places them by Llama-style module names)")
+    return targets
+
+
+def add_adapters(model: nn.Module, bottleneck: int) -> int:
+    """Freeze `model` and insert an adapter after every attention output and MLP output; returns how many.
+    Everything is checked before the model changes: `bottleneck` is an integer from 1 to the hidden size
+    (ConfigError naming adapter_size)."""
+    from ftlab.errors import ConfigError, check_int
+    from ftlab.memory import check_adapter_size
+    if not isinstance(model, nn.Module):
+        raise ConfigError("model", model if model is None else f"a {type(model).__name__}",
+                          "a transformers model (load_model or load_for returns one)")
+    bottleneck = check_int("adapter_size", bottleneck, 1)
+    targets = adapter_targets(model)
+    check_adapter_size(bottleneck, min(mod.out_features for _, mod in targets))
+    for p in model.parameters():
+        p.requires_grad = False
     for name, mod in targets:
-        d = mod.out_features
-        if not 1 <= bottleneck <= d:
-            raise ValueError(f"adapter_size={bottleneck!r} is not allowed: an integer from 1 to the hidden size ({d})")
         parent = model.get_submodule(name.rsplit(".", 1)[0])
         setattr(parent, name.rsplit(".", 1)[-1], AdaptedLinear(mod, bottleneck))
     return len(targets)

@@ -110,6 +110,10 @@ class MemoryMonitor:
 
     def report(self) -> dict:
         """The whole run's peak in one number per kind, plus the phases."""
+        if self._t0 is None:  # no baseline yet: the "peak" would be the whole process's memory
+            from ftlab.errors import FtlabError
+            raise FtlabError("MemoryMonitor.report() before start(): call monitor.start() first (its figures are "
+                             "measured from there), then report() once the run is done")
         end = self.phases.get("end") or self.snapshot()
         if self.cuda:
             return {"device": "cuda", "peak_allocated_gib": end["peak_allocated_gib"],

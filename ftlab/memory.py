@@ -120,20 +120,95 @@ def _err_if_not_strings(targets):
     return check_strings("lora_targets", targets)
 
 
+def as_arch(value, field: str = "arch"):
+    """An ftlab.models.Arch as given, or read by resolve_arch from a preset name, hub id, local folder or
+    transformers config (or its dict); anything else is refused with ConfigError naming `field`."""
+    import os
+
+    from ftlab.models import Arch, resolve_arch
+    if isinstance(value, Arch):
+        return value
+    if isinstance(value, (str, os.PathLike, dict)) or callable(getattr(value, "to_dict", None)):
+        return resolve_arch(value)
+    hint = " (for a loaded model: resolve_arch(model.config))" if hasattr(value, "config") else ""
+    raise _err(field, value if value is None or isinstance(value, (int, float, list, tuple)) else
+               f"a {type(value).__name__}", "an ftlab.models.Arch, or a preset name, hub id, local folder or "
+               f"transformers config that resolve_arch reads{hint}")
+
+
+# --- what needs the model's shape: one check each, fed by an Arch (the calculator, check_setup) or by a
+# loaded model's own layers (ftlab.methods.apply_method, ftlab.adapters) -------------------------------------
+
+def check_rank(lora_r: int, dims: dict) -> None:
+    """LoRA's rank at most the smallest dimension of the targeted layers. dims: {name: (in, out)}."""
+    smallest = min(min(d) for d in dims.values())
+    if lora_r > smallest:
+        raise _err("lora_r", lora_r, f"at most {smallest}, the smallest dimension of the targeted layers "
+                   "(a rank above it adds parameters but no expressiveness)")
+
+
+def check_top_k(top_k_layers: int, blocks: int) -> None:
+    if top_k_layers > blocks:
+        raise _err("top_k_layers", top_k_layers, f"an integer from 1 to {blocks} (the model's blocks)")
+
+
+def check_adapter_size(adapter_size: int, hidden: int) -> None:
+    if adapter_size > hidden:
+        raise _err("adapter_size", adapter_size, f"an integer from 1 to {hidden} (the hidden size)")
+
+
+def check_bitfit(has_biases: bool) -> None:
+    if not has_biases:
+        raise _err("method", "bitfit", "a method this model can train: it has no bias terms (Llama-style models "
+                   "such as SmolLM2 have none), so BitFit would train nothing; method='ln_tuning' trains only the "
+                   "norms (the nearest selective method), or use a model with biases (e.g. qwen2.5-0.5b-instruct)")
+
+
+def check_shape(arch, method: str, lora_r: int = 16, lora_targets="all-linear", adapter_size: int = 64,
+                top_k_layers: int = 2) -> list:
+    """The settings that need the model's shape, checked against `arch` (ConfigError naming the field): LoRA's
+    targets exist and its rank fits them, top_k within the blocks, the adapter within the hidden size, BitFit
+    on a model with biases. Returns the LoRA modules targeted (lora, qlora, dora), else []."""
+    mods = []
+    if method in ("lora", "qlora", "dora"):
+        shapes = arch.linear_shapes()
+        mods = _targets(lora_targets, shapes)
+        check_rank(lora_r, {m: shapes[m] for m in mods})
+    elif method == "top_k":
+        check_top_k(top_k_layers, arch.layers)
+    elif method == "adapter":
+        check_adapter_size(adapter_size, arch.hidden)
+    elif method == "bitfit":
+        check_bitfit(arch.qkv_bias)
+    return mods
+
+
 def trainable_parameters(arch, method: str, lora_r: int = 16, lora_targets="all-linear",
                          num_virtual_tokens: int = 20, adapter_size: int = 64, top_k_layers: int = 2) -> int:
-    """What the method trains, counted as peft (or ftlab, for top_k and adapter) counts it."""
+    """What the method trains, counted as peft (or ftlab, for top_k and adapter) counts it. `arch`: an
+    ftlab.models.Arch, or a preset name, hub id, folder or config (read by resolve_arch)."""
+    from ftlab.errors import check_choice, check_int
+    method = check_choice("method", method, METHODS)
+    lora_r = check_int("lora_r", lora_r, 1)
+    num_virtual_tokens = check_int("num_virtual_tokens", num_virtual_tokens, 1)
+    adapter_size = check_int("adapter_size", adapter_size, 1)
+    top_k_layers = check_int("top_k_layers", top_k_layers, 1)
+    if not isinstance(lora_targets, str):
+        lora_targets = _err_if_not_strings(lora_targets)
+    arch = as_arch(arch)
+    mods = check_shape(arch, method, lora_r, lora_targets, adapter_size, top_k_layers)
     shapes = arch.linear_shapes()
+    if method == "inference":
+        return 0
     if method == "full":
         return arch.n_params
     if method == "top_k":  # whole blocks: the n_params formula without embeddings and final norm
-        return min(top_k_layers, arch.layers) * _block_params(arch)
+        return top_k_layers * _block_params(arch)
     if method == "adapter":  # two bottlenecks a block: down d→m and up m→d, with biases
         return arch.layers * 2 * (2 * arch.hidden * adapter_size + adapter_size + arch.hidden)
     if method == "ln_tuning":  # two RMSNorm scales a block and the final norm
         return (2 * arch.layers + 1) * arch.hidden
     if method in ("lora", "qlora", "dora"):
-        mods = _targets(lora_targets, shapes)
         n = sum(lora_r * (shapes[m][0] + shapes[m][1]) for m in mods)
         if method == "dora":  # a magnitude per output feature
             n += sum(shapes[m][1] for m in mods)
@@ -146,9 +221,8 @@ def trainable_parameters(arch, method: str, lora_r: int = 16, lora_targets="all-
         return num_virtual_tokens * arch.layers * 2 * arch.kv_heads * arch.hd
     if method == "p_tuning":  # virtual-token embeddings + peft's MLP prompt encoder (3 hidden×hidden layers)
         return num_virtual_tokens * arch.hidden + 3 * arch.hidden * arch.hidden + 3 * arch.hidden
-    if method == "bitfit":
-        return arch.layers * (arch.heads + 2 * arch.kv_heads) * arch.hd if arch.qkv_bias else 0
-    return 0
+    # bitfit (check_shape refused a model without biases)
+    return arch.layers * (arch.heads + 2 * arch.kv_heads) * arch.hd
 
 
 def _block_params(arch) -> int:
@@ -157,14 +231,24 @@ def _block_params(arch) -> int:
 
 
 def _targets(lora_targets, shapes) -> list:
-    if lora_targets == "all-linear":
-        return list(LORA_TARGETS)
+    """LoRA's target modules as a list: a TrainConfig shortcut ("q", "q,v", "q,k,v,o", "all-linear"), module
+    names separated by commas, or a list of them; each must be one of the model's linear layers."""
+    from ftlab.config import TARGET_SHORTCUTS
+    given = lora_targets
     if isinstance(lora_targets, str):
-        lora_targets = [t.strip() for t in lora_targets.split(",")]
-    bad = [t for t in lora_targets if t not in shapes]
-    if bad or not lora_targets:
-        raise _err("lora_targets", lora_targets, f"'all-linear' or a list drawn from {list(shapes)}")
-    return list(lora_targets)
+        short = TARGET_SHORTCUTS.get(lora_targets)
+        if short == "all-linear":
+            return list(LORA_TARGETS)
+        lora_targets = list(short) if short else [t.strip() for t in lora_targets.split(",")]
+    lora_targets = list(lora_targets)
+    if not lora_targets or not all(lora_targets):
+        raise _err("lora_targets", given, f"one of {list(TARGET_SHORTCUTS)} or a non-empty list of module names "
+                   f"such as ['q_proj', 'v_proj']")
+    missing = [t for t in lora_targets if t not in shapes]
+    if missing:
+        raise _err("lora_targets", given, f"one of {list(TARGET_SHORTCUTS)} or module names this model has (it has "
+                   f"no module named {missing}): its linear layers are {list(shapes)}")
+    return lora_targets
 
 
 def _weights_bytes(arch, bits: int, kbit_prepared: bool) -> float:
@@ -221,18 +305,24 @@ def _saved_per_token_layer(arch, method, lora_r, mods, autocast: bool, fp32_stre
     return saved
 
 
-def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 16, lora_targets="all-linear",
+def estimate_memory(model, method: str = "lora", bits: int | None = None, lora_r: int = 16, lora_targets="all-linear",
                     num_virtual_tokens: int = 20, batch_size: int = 4, seq_len: int = 512,
                     gradient_checkpointing: bool = False, optimizer: str = "adamw", gpu: str | None = None,
-                    trainer: str = "trl", adapter_size: int = 64, top_k_layers: int = 2) -> MemoryEstimate:
-    """Estimate device memory of one set-up (see module doc). `model`: preset, hub id, folder or config."""
+                    trainer: str = "trl", adapter_size: int = 64, top_k_layers: int = 2,
+                    **unknown) -> MemoryEstimate:
+    """Estimate device memory of one set-up (see module doc). `model`: preset, hub id, folder or config.
+    `bits`: the base weights' storage; by default 4 for method="qlora" (which needs 4), else 16."""
     from ftlab.models import resolve_arch
 
     from ftlab.errors import check_bool, check_choice, check_int, check_text
+    _check_keywords(unknown)  # a misspelt argument (lora_rank=8) is named, with the nearest, never dropped
     method = check_choice("method", method, METHODS)
+    if bits is None:
+        bits = 4 if method == "qlora" else 16
     bits = check_choice("bits", bits, (32, 16, 8, 4))
-    if method == "qlora":
-        bits = 4
+    if method == "qlora" and bits != 4:
+        raise _err("bits", bits, "4 with method='qlora' (QLoRA is LoRA on a 4-bit base; LoRA on an 8-bit base is "
+                   "method='lora', bits=8)")
     lora_r = check_int("lora_r", lora_r, 1)
     batch_size = check_int("batch_size", batch_size, 1)
     seq_len = check_int("seq_len", seq_len, 1)
@@ -258,7 +348,7 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
     if seq_len + virtual > arch.max_positions:
         raise _err("seq_len", seq_len, f"at most {arch.max_positions - virtual} for this model "
                    f"(max_position_embeddings={arch.max_positions})")
-    mods = _targets(lora_targets, arch.linear_shapes()) if method in ("lora", "qlora", "dora") else []
+    mods = check_shape(arch, method, lora_r, lora_targets, adapter_size, top_k_layers)
 
     train = method != "inference"
     kbit = bits in (8, 4) and train                  # prepare_model_for_kbit_training ran
@@ -291,7 +381,7 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
         # top_k: the frozen blocks below carry no gradient, so they save nothing; the top k save as in full FT
         per_layer = T * _saved_per_token_layer(arch, "full" if method == "top_k" else method, lora_r, mods,
                                                autocast, fp32_stream, adapter_size)
-        layers = min(top_k_layers, arch.layers) if method == "top_k" else arch.layers
+        layers = top_k_layers if method == "top_k" else arch.layers  # check_shape: top_k_layers ≤ arch.layers
         # With an fp32 stream and no autocast (4/8-bit bases) memory grows as heads × seq² per layer, as
         # sdpa's math kernel would make it: it saves the softmax (heads × seq² fp32 a sequence) and its
         # backward holds ~2.5 more such tensors for the layer at hand. (Inferred from 8 measured set-ups
@@ -361,19 +451,38 @@ def estimate_memory(model, method: str = "lora", bits: int = 16, lora_r: int = 1
                           trainable_params=n_train, details={"tokens_per_step": T, "arch": arch})
 
 
-def _largest(key: str, gpu: str, hi: int, **kw) -> int:
+def _check_keywords(kw: dict) -> None:
+    """Every keyword is an estimate_memory argument; a misspelt one (lora_rank=8) is refused with the nearest."""
+    if not kw:
+        return
+    import difflib
+    import inspect
+    names = [n for n, p in inspect.signature(estimate_memory).parameters.items()
+             if n not in ("model", "gpu") and p.kind is not p.VAR_KEYWORD]
+    for k in kw:
+        if k not in names:
+            near = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise _err(str(k), kw[k], f"{hint}it is not an estimate_memory argument; the arguments are {names}")
+
+
+def _largest(key: str, gpu: str, hi, **kw) -> int:
     """Largest value of `key` (batch_size or seq_len) whose estimate fits `gpu`: a doubling search then
     bisection, since memory grows monotonically with both. 0 means that not even 1 fits. The set-up is
-    checked first, so an unknown model, method or an impossible setting raises instead of reading as 0."""
-    if gpu not in GPUS:
-        raise _err("gpu", gpu, f"one of {list(GPUS)}")
+    checked first, so an unknown model, method, keyword or an impossible setting raises instead of reading
+    as 0. `hi`: the largest value tried, or a function of the checked estimate at 1 that gives it."""
+    from ftlab.errors import check_choice
+    gpu = check_choice("gpu", gpu, GPUS)
+    _check_keywords({k: v for k, v in kw.items() if k != "model"})
     if key in kw:
         raise _err(key, kw[key], f"left out: max_{key}() searches for it")
-    estimate_memory(**{**kw, key: 1, "gpu": gpu})  # raises for a bad set-up
+    first = estimate_memory(**{**kw, key: 1, "gpu": gpu})  # raises for a bad set-up
+    if callable(hi):
+        hi = hi(first)
 
     def fits(v):
         return bool(estimate_memory(**{**kw, key: v, "gpu": gpu}).fits)
-    if not fits(1):
+    if not first.fits:
         return 0
     lo, top = 1, 2
     while top <= hi and fits(top):
@@ -386,12 +495,14 @@ def _largest(key: str, gpu: str, hi: int, **kw) -> int:
 
 
 def max_batch_size(model, gpu: str, **kw) -> int:
-    """The largest batch size whose estimate fits `gpu` with the other settings as given."""
+    """The largest batch size whose estimate fits `gpu` with the other settings (estimate_memory's) as given."""
     return _largest("batch_size", gpu, 65536, model=model, **kw)
 
 
 def max_seq_len(model, gpu: str, **kw) -> int:
-    """The longest sequence whose estimate fits `gpu` (capped at the model's positions)."""
-    from ftlab.models import resolve_arch
-    virtual = kw.get("num_virtual_tokens", 20) if kw.get("method") in ("prompt_tuning", "p_tuning") else 0
-    return _largest("seq_len", gpu, resolve_arch(model).max_positions - virtual, model=model, **kw)
+    """The longest sequence whose estimate fits `gpu` (capped at the model's positions, less any virtual
+    tokens), with the other settings (estimate_memory's) as given."""
+    def positions(first):  # the settings are checked by now: num_virtual_tokens is an integer
+        virtual = int(kw.get("num_virtual_tokens", 20)) if kw.get("method") in ("prompt_tuning", "p_tuning") else 0
+        return first.details["arch"].max_positions - virtual
+    return _largest("seq_len", gpu, positions, model=model, **kw)

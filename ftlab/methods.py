@@ -91,11 +91,8 @@ def _ln_tuning(cfg, model):
 
 def _bitfit(cfg, model):
     """BitFit (Ben Zaken et al., 2022): train the bias terms only."""
-    names = [n for n, p in model.named_parameters() if n.endswith(".bias")]
-    if not names:
-        raise ValueError("method='bitfit': this model has no bias terms (Llama-style models such as SmolLM2 have "
-                         "none), so BitFit would train nothing. Use method='ln_tuning' (train only the norms, the "
-                         "nearest selective method), or a model with biases (e.g. qwen2.5-0.5b-instruct).")
+    from ftlab.memory import check_bitfit
+    check_bitfit(any(n.endswith(".bias") for n, _ in model.named_parameters()))
     for n, p in model.named_parameters():
         p.requires_grad = n.endswith(".bias")
 
@@ -106,15 +103,16 @@ def _blocks(model):
     for name, mod in model.named_modules():
         if isinstance(mod, torch.nn.ModuleList) and name.endswith("layers") and len(mod) and "Layer" in type(mod[0]).__name__:
             return mod
-    raise ValueError("method='top_k': could not find the model's list of transformer blocks")
+    from ftlab.errors import ConfigError
+    raise ConfigError("method", "top_k", "a method this model can train: top_k could not find its list of "
+                      "transformer blocks (an nn.ModuleList named '...layers' of '...Layer' modules)")
 
 
 def _top_k(cfg, model):
     """Freeze everything but the last k blocks (the 'train the top layers' baseline of Lee et al., 2019)."""
+    from ftlab.memory import check_top_k
     blocks = _blocks(model)
-    if cfg.top_k_layers > len(blocks):
-        raise ValueError(f"top_k_layers={cfg.top_k_layers!r} is not allowed: an integer from 1 to the model's "
-                         f"{len(blocks)} blocks")
+    check_top_k(cfg.top_k_layers, len(blocks))
     for p in model.parameters():
         p.requires_grad = False
     for block in blocks[-cfg.top_k_layers:]:
@@ -159,33 +157,126 @@ METHODS: dict[str, Method] = {m.name: m for m in [
 METHOD_KNOBS: tuple[str, ...] = tuple(dict.fromkeys(k for m in METHODS.values() for k in m.knobs))
 
 
+def _linear_layers(model) -> dict:
+    """{module name: (in_features, out_features)} of the model's linear layers (bitsandbytes' too), the output
+    layer (LM head) left out as peft's "all-linear" leaves it out."""
+    import torch
+    head = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    out = {}
+    for name, m in model.named_modules():
+        if m is head or not (isinstance(m, torch.nn.Linear) or type(m).__name__.startswith("Linear")):
+            continue
+        i, o = getattr(m, "in_features", None), getattr(m, "out_features", None)
+        if isinstance(i, int) and isinstance(o, int):
+            out[name] = (i, o)
+    return out
+
+
 def check_targets(model, targets):
-    """Target modules must exist in the model; say which do when they don't."""
+    """Target modules must exist in the model; say which do when they don't (ConfigError, field lora_targets)."""
+    from ftlab.config import TARGET_SHORTCUTS
+    from ftlab.errors import ConfigError
+    if isinstance(targets, str):
+        targets = TARGET_SHORTCUTS.get(targets, targets)
     if targets == "all-linear":
         return targets
+    if isinstance(targets, str) or not isinstance(targets, (list, tuple)) or not targets:
+        raise ConfigError("lora_targets", targets, f"one of {list(TARGET_SHORTCUTS)} or a non-empty list of "
+                          "module names such as ['q_proj', 'v_proj']")
     import torch
     present = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
                      | {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__.startswith("Linear")})
     missing = [t for t in targets if t not in present]
     if missing:
-        raise ValueError(f"lora_targets={list(targets)!r}: the model has no module named {missing}; "
-                         f"its linear modules are {present}")
+        raise ConfigError("lora_targets", list(targets), f"module names this model has: it has no module named "
+                          f"{missing}; its linear modules are {present}")
     return list(targets)
 
 
+def _adapter_on(model) -> str | None:
+    """What adapter `model` already carries ("LORA", "PROMPT_TUNING", "Houlsby", ...), or None: a peft model, a base
+    whose layers peft injected (the base of an earlier apply_method), or ftlab's own bottleneck adapters."""
+    import sys
+    if hasattr(model, "peft_config"):
+        kinds = {str(getattr(getattr(c, "peft_type", None), "value", getattr(c, "peft_type", "?"))).upper()
+                 for c in model.peft_config.values()} if isinstance(model.peft_config, dict) else {"peft"}
+        return "/".join(sorted(kinds))
+    tuners = sys.modules.get("peft.tuners.tuners_utils")  # not imported: peft has injected nothing
+    from ftlab.adapters import AdaptedLinear
+    for m in model.modules():
+        if tuners is not None and isinstance(m, tuners.BaseTunerLayer):  # peft.tuners.<kind>.layer.Linear
+            parts = type(m).__module__.split(".")
+            kind = parts[2].upper() if len(parts) > 2 and parts[:2] == ["peft", "tuners"] else "peft"
+            return f"{kind} (peft, injected into this base)"
+        if isinstance(m, AdaptedLinear):
+            return "Houlsby bottleneck (method='adapter')"
+    return None
+
+
+def _check_model(model, field: str = "model", what: str = "apply_method(model, cfg)"):
+    """A torch model; a (model, tokenizer) pair is answered with how to unpack it."""
+    import torch
+
+    from ftlab.errors import ConfigError
+    if isinstance(model, tuple):
+        raise ConfigError(field, f"a tuple of {len(model)}", f"the model alone: model, tokenizer = load_model(...) "
+                          f"(or load_for(cfg)), then {what}")
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(field, model if model is None or isinstance(model, (str, int, float, bool)) else
+                          f"a {type(model).__name__}", "a transformers model (load_model or load_for returns one)")
+    return model
+
+
+def _check_fits(cfg, model, method) -> None:
+    """What the method needs of this model, asked of its own layers before anything on it changes (the same
+    checks as the calculator's, ftlab.memory.check_shape, which asks the architecture numbers)."""
+    from ftlab.memory import check_adapter_size, check_bitfit, check_rank, check_top_k
+    if method.name in ("lora", "qlora", "dora"):
+        targets = check_targets(model, cfg.target_modules)
+        layers = _linear_layers(model)
+        dims = {n: d for n, d in layers.items() if targets == "all-linear" or n.rsplit(".", 1)[-1] in targets}
+        if dims:
+            check_rank(cfg.lora_r, dims)
+    elif method.name == "top_k":
+        check_top_k(cfg.top_k_layers, len(_blocks(model)))
+    elif method.name == "adapter":
+        from ftlab.adapters import adapter_targets
+        check_adapter_size(cfg.adapter_size, min(m.out_features for _, m in adapter_targets(model)))
+    elif method.name == "bitfit":
+        check_bitfit(any(n.endswith(".bias") for n, _ in model.named_parameters()))
+
+
 def apply_method(model, cfg):
-    """Make `model` trainable as cfg.method says; returns the (possibly peft-wrapped) model."""
-    method = METHODS.get(cfg.method)
-    if method is None:
-        raise ValueError(f"method={cfg.method!r} is not allowed: one of {list(METHODS)}")
+    """Make `model` trainable as cfg.method says; returns the (possibly peft-wrapped) model.
+
+    Checked before the model changes (ConfigError naming the field): cfg is a TrainConfig and still valid (a
+    field changed after creation is checked again), model is a base model without an adapter, at the bit
+    width the method needs, and it has what the method needs (LoRA's targets and a rank within their sizes,
+    top_k's blocks, the adapter's width, BitFit's biases)."""
+    from ftlab.config import TrainConfig
+    from ftlab.errors import ConfigError
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, "a TrainConfig (apply_method(model, cfg); TrainConfig(**params) makes one)")
+    cfg.validate()  # a field set after creation (cfg.lora_r = -1) is refused here, not deep inside peft
+    _check_model(model)
+    carried = _adapter_on(model)
+    if carried:
+        raise ConfigError("model", type(model).__name__, f"a base model without an adapter; this one already carries "
+                          f"a {carried} adapter (apply_method was called on it before); load the base again "
+                          "(load_for(cfg) or load_model(...))")
+    method = METHODS[cfg.method]
     quantized = getattr(model, "is_quantized", False) or getattr(model, "is_loaded_in_4bit", False)
     if method.needs_bits and not quantized:
-        raise ValueError(f"method={cfg.method!r} needs the base loaded with bits={method.needs_bits} "
-                         f"(load_model(..., bits={method.needs_bits}))")
+        raise ConfigError("bits", cfg.effective_bits, f"a base loaded at {method.needs_bits} bits for "
+                          f"method={cfg.method!r}: this model's weights are not quantised; load it with "
+                          f"load_model(..., bits={method.needs_bits}) or load_for(cfg)")
+    if quantized and method.trains_base:
+        raise ConfigError("bits", (getattr(model, "ftlab_info", None) or {}).get("bits", "4 or 8"),
+                          f"16 or 32 for the base of method={cfg.method!r}: this model's weights are quantised, "
+                          "and quantised weights cannot be trained directly; load the base at 16 or 32 bits "
+                          "(load_for(cfg) with bits=16), or use an adapter method (lora, qlora, ...)")
+    _check_fits(cfg, model, method)
     if quantized:
-        if method.trains_base:
-            raise ValueError(f"bits={getattr(cfg, 'bits', '?')!r} with method={cfg.method!r}: quantised weights "
-                             "cannot be trained directly; use bits=16 or 32, or an adapter method (lora, qlora, ...)")
         from peft import prepare_model_for_kbit_training
 
         from ftlab.quant import keep_4bit_trainable
@@ -206,6 +297,7 @@ def apply_method(model, cfg):
 
 def trainable_parameters(model) -> tuple[int, int]:
     """(trainable, total) parameter counts, as the model holds them."""
+    _check_model(model, what="trainable_parameters(model)")
     total = trainable = 0
     for p in model.parameters():
         n = p.numel()
@@ -324,24 +416,57 @@ def nearest_vocabulary_tokens(model, tokenizer, k: int = 3, adapter: str = "defa
     Computed on the CPU in fp32 whatever the model's device and dtype: peft hands the prompt back on the CPU
     (get_prompt_embedding_to_save) while the vocabulary stays where the model is (on a GPU the two met in one
     matmul and failed), and the vocabulary (49k x 576 for SmolLM2) is small enough for the CPU."""
+    from ftlab.errors import ConfigError, check_int
+    _check_model(model, what="nearest_vocabulary_tokens(model, tokenizer)")
+    virtual = "prompt_tuning, prefix_tuning and p_tuning have virtual tokens; only prompt tuning's are vectors " \
+              "of the vocabulary's embedding space, which nearest tokens need"
+    configs = getattr(model, "peft_config", None)
+    if not isinstance(configs, dict) or not callable(getattr(model, "get_prompt_embedding_to_save", None)):
+        carried = _adapter_on(model)
+        raise ConfigError("model", type(model).__name__, "a prompt-tuning model (apply_method with "
+                          "method='prompt_tuning', or load_trained of such a run): this one carries "
+                          f"{'a ' + carried + ' adapter' if carried else 'no adapter'}; {virtual}")
+    if not isinstance(adapter, str) or adapter not in configs:
+        raise ConfigError("adapter", adapter, f"one of {list(configs)} (the adapters this model carries)")
+    kind = str(getattr(configs[adapter].peft_type, "value", configs[adapter].peft_type)).upper()
+    if kind != "PROMPT_TUNING":
+        raise ConfigError("model", type(model).__name__, f"a prompt-tuning model: its adapter {adapter!r} is "
+                          f"{kind}; {virtual}")
+    if not callable(getattr(tokenizer, "decode", None)):
+        raise ConfigError("tokenizer", tokenizer if tokenizer is None else f"a {type(tokenizer).__name__}",
+                          "the model's tokenizer (model, tokenizer = load_model(...))")
     import torch.nn.functional as F
+    weight = model.get_input_embeddings().weight
+    k = check_int("k", k, 1, int(weight.shape[0]))
     prompt = F.normalize(model.get_prompt_embedding_to_save(adapter).detach().float().cpu(), dim=-1)
-    vocab = F.normalize(model.get_input_embeddings().weight.detach().float().cpu(), dim=-1)
+    vocab = F.normalize(weight.detach().float().cpu(), dim=-1)
     top = (prompt @ vocab.T).topk(k, dim=-1)
     return [{"virtual token": i, "nearest tokens": " | ".join(repr(tokenizer.decode([int(t)])) for t in idx),
              "cosine": float(val[0])} for i, (val, idx) in enumerate(zip(top.values, top.indices))]
 
 
-def check_setup(cfg, arch=None):
+def check_setup(cfg, arch=None, *, model_must_resolve: bool = False):
     """Checks that need the model's shape (config validation can't know it). Raises ConfigError naming the
-    field. `arch`: ftlab.models.Arch; by default resolved from cfg.model (skipped if that can't be read)."""
-    from ftlab.config import ConfigError
+    field. `arch`: an ftlab.models.Arch, or a preset name, hub id, folder or config that resolve_arch reads; by
+    default resolved from cfg.model, and skipped if that can't be read (load_model says why, with the whole
+    story); with `model_must_resolve` (the panel), a model that cannot be found (not a preset, a folder or, offline,
+    a cached hub id) raises ModelNotFoundError at once."""
+    from ftlab.config import ConfigError, TrainConfig
+    from ftlab.memory import as_arch, check_shape
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, "a TrainConfig (check_setup(cfg); TrainConfig(**params) makes one)")
+    cfg.validate()
     if arch is None:
         from ftlab.models import resolve_arch
         try:
             arch = resolve_arch(cfg.model)
         except Exception:  # an unknown hub id offline: load_model will say so with the full story
+            if model_must_resolve:  # a model that cannot be found is refused here; one that is found but whose
+                from ftlab.models import resolve_source  # numbers ftlab cannot read (not Llama-style) is not
+                resolve_source(cfg.model, weights=False, trust_remote_code=cfg.trust_remote_code)
             arch = None
+    else:
+        arch = as_arch(arch)
     if cfg.effective_bits in (8, 4):
         from ftlab.quant import bitsandbytes_available
         ok, why = bitsandbytes_available()
@@ -349,24 +474,8 @@ def check_setup(cfg, arch=None):
             raise ConfigError("bits", cfg.effective_bits, f"16 or 32 on this machine: {why}")
     if arch is None:
         return
-    shapes = arch.linear_shapes()
-    if cfg.method in ("lora", "qlora", "dora"):
-        targets = list(shapes) if cfg.target_modules == "all-linear" else cfg.target_modules
-        missing = [t for t in targets if t not in shapes]
-        if missing:
-            raise ConfigError("lora_targets", cfg.lora_targets, f"module names this model has: {list(shapes)} "
-                              f"(it has no {missing})")
-        smallest = min(min(shapes[t]) for t in targets)
-        if cfg.lora_r > smallest:
-            raise ConfigError("lora_r", cfg.lora_r, f"at most {smallest}, the smallest dimension of the targeted "
-                              "layers (a rank above it adds parameters but no expressiveness)")
-    if cfg.method == "top_k" and cfg.top_k_layers > arch.layers:
-        raise ConfigError("top_k_layers", cfg.top_k_layers, f"an integer from 1 to {arch.layers} (the model's blocks)")
-    if cfg.method == "adapter" and cfg.adapter_size > arch.hidden:
-        raise ConfigError("adapter_size", cfg.adapter_size, f"an integer from 1 to {arch.hidden} (the hidden size)")
-    if cfg.method == "bitfit" and not arch.qkv_bias:
-        raise ConfigError("method", "bitfit", "a method this model can train: it has no bias terms, so BitFit would "
-                          "train nothing; ln_tuning trains only the norms (the nearest selective method)")
+    check_shape(arch, METHODS[cfg.method].memory_name, cfg.lora_r, cfg.target_modules, cfg.adapter_size,
+                cfg.top_k_layers)
     virtual = cfg.num_virtual_tokens if cfg.method in ("prompt_tuning", "p_tuning") else 0
     if cfg.seq_len + virtual > arch.max_positions:
         raise ConfigError("seq_len", cfg.seq_len, f"at most {arch.max_positions - virtual} for this model")

@@ -10,33 +10,89 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _clean(value):
-    """JSON-safe: NaN/inf become None, tuples lists, numpy/torch scalars plain numbers."""
+_JSON_ALLOWED = ("JSON-able values: numbers, strings, True/False, None, and lists and dicts of them "
+                 "(numpy and torch scalars are taken as numbers)")
+
+
+def _clean(value, where: str = "results"):
+    """JSON-safe: NaN/inf become None, tuples lists, numpy/torch scalars plain numbers. Anything else (a set, an
+    array, a Path, an object) is refused with ConfigError naming where it is (results['a'][0])."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): _clean(v, f"{where}[{k!r}]") for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
+        return [_clean(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if not isinstance(value, float) and callable(getattr(value, "item", None)):  # numpy / torch scalars
+        size = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", 1)
+        if size != 1:
+            from ftlab.errors import ConfigError
+            raise ConfigError(where, _describe(value), f"{_JSON_ALLOWED}; convert an array with .tolist()")
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    from ftlab.errors import ConfigError
+    raise ConfigError(where, _describe(value), _JSON_ALLOWED + (" (a set has no order: make it a sorted list)"
+                                                              if isinstance(value, (set, frozenset)) else ""))
+
+
+def _describe(value):
+    text = repr(value)
+    return value if len(text) <= 80 else f"a {type(value).__name__}"
+
+
+def _check_dir(output_dir, field: str = "output_dir") -> Path:
+    from ftlab.errors import ConfigError
+    if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir).strip():
+        raise ConfigError(field, output_dir, "a folder: a non-empty string or path")
+    return Path(output_dir).expanduser()
 
 
 def write_results(output_dir, results: dict, name: str = "results.json") -> Path:
-    """Write atomically (temporary file, then rename): a crash never leaves half a file."""
-    out = Path(output_dir).expanduser()
+    """Write atomically (temporary file, then rename): a crash never leaves half a file, and a failure leaves
+    no temporary file. `results`: a dict of JSON-able values (ConfigError names the first one that is not)."""
+    from ftlab.errors import ConfigError, check_text
+    out = _check_dir(output_dir)
+    if not isinstance(results, dict):
+        raise ConfigError("results", _describe(results), "a dict of " + _JSON_ALLOWED)
+    name = check_text("name", name)
+    if os.path.basename(name) != name or name in (".", ".."):
+        raise ConfigError("name", name, "a file name (no folder in it), such as 'results.json'")
+    clean = _clean(results)  # refuses what JSON cannot hold, before any file is made
     out.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out, prefix=".results-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(_clean(results), f, indent=2, sort_keys=True)
-    path = out / name
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(clean, f, indent=2, sort_keys=True)
+        path = out / name
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     return path
 
 
 def read_results(output_dir, name: str = "results.json") -> dict:
-    return json.loads((Path(output_dir).expanduser() / name).read_text())
+    """What write_results wrote; DataError naming the file when it is missing or damaged."""
+    from ftlab.errors import DataError, check_text
+    out = _check_dir(output_dir)
+    path = out / check_text("name", name)
+    if not path.is_file():
+        why = "is a folder" if path.is_dir() else "does not exist"
+        raise DataError(f"output_dir={str(out)!r} holds no {name} ({path} {why}): write_results(output_dir, results) "
+                        "writes it; did the lab or run finish with this output_dir?", field="output_dir")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataError(f"output_dir={str(out)!r}: {name} is not valid JSON ({e.msg} at line {e.lineno}, column "
+                        f"{e.colno}): the file is damaged; run the lab again to rewrite it",
+                        field="output_dir") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(f"output_dir={str(out)!r}: {name} cannot be read ({type(e).__name__}: {str(e)[:200]})",
+                        field="output_dir") from None
 
 
 @contextmanager
@@ -66,19 +122,26 @@ def atomic_dir(folder):
 
 
 def inside(root, name) -> Path:
-    """`root/name`, refusing any name that would land outside `root` ("../x", "/etc", a symlink out)."""
+    """`root/name`, refusing any name that would land outside `root` ("../x", "/etc", a symlink out), `root`
+    itself ("", ".") and a blank or non-string name."""
     from ftlab.errors import ConfigError
-    base = Path(root).expanduser().resolve()
-    target = (base / str(name)).resolve()
-    if target != base and base not in target.parents:
-        raise ConfigError("output_dir", str(name), f"a folder inside {str(base)!r} (no '..' or absolute paths)")
+    base = _check_dir(root, "root").resolve()
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError("output_dir", name, f"a non-empty folder name inside {str(base)!r}")
+    target = (base / name).resolve()
+    if target == base:
+        raise ConfigError("output_dir", name, f"a folder inside {str(base)!r}, not that folder itself")
+    if base not in target.parents:
+        raise ConfigError("output_dir", name, f"a folder inside {str(base)!r} (no '..' or absolute paths)")
     return target
 
 
 def check_output_dir(path) -> Path:
     """The run's output folder exists (created if needed) and can be written; else ConfigError naming it."""
     from ftlab.errors import ConfigError
-    p = Path(path).expanduser()  # "~/run": the home folder's run, never a folder named "~" here
+    p = _check_dir(path)  # "~/run": the home folder's run, never a folder named "~" here
     if p.exists() and not p.is_dir():
         raise ConfigError("output_dir", str(path), "a folder (this path is an existing file)")
     try:

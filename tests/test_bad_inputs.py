@@ -418,7 +418,7 @@ PANEL = [
     ("lora_alpha", 0.0), ("lora_alpha", -1.0), ("batch_size", 0), ("max_steps", -1), ("seq_len", 0),
     ("learning_rate", 0.0), ("learning_rate", float("nan")), ("num_virtual_tokens", 0), ("adapter_size", 0),
     ("top_k_layers", 0), ("lora_targets", "c_attn"), ("lora_r", 256), ("output_dir", "../../etc"),
-    ("output_dir", "/etc"),
+    ("output_dir", "/etc"), ("output_dir", ""), ("output_dir", "."), ("output_dir", "   "), ("model", "no-such-model"),
 ]
 
 

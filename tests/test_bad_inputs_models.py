@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ftlab.config import TrainConfig
-from ftlab.errors import CheckpointError, ConfigError, FtlabError, ModelNotFoundError
+from ftlab.errors import CheckpointError, ConfigError, DataError, FtlabError, ModelNotFoundError
 
 
 @functools.lru_cache(maxsize=1)
@@ -311,6 +311,157 @@ def mark_before_start(tmp):
     return MemoryMonitor(device="cpu").mark("after_load")
 
 
+# --- the calculator, the method table's entry points, results files (the red-team round) ---------------------
+
+SMOL = "smollm2-135m-instruct"
+_ARCH = {"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+         "vocab_size": 100}
+
+
+def calc(**kw):
+    def f(tmp):
+        from ftlab.memory import estimate_memory
+        return estimate_memory(kw.pop("model", SMOL), **kw)
+    return f
+
+
+def calc_config(**changes):
+    return calc(model={**_ARCH, **changes})
+
+
+def counted(arch, method, **kw):
+    def f(tmp):
+        from ftlab.memory import trainable_parameters
+        from ftlab.models import resolve_arch
+        return trainable_parameters(resolve_arch(SMOL) if arch == "smol" else arch, method, **kw)
+    return f
+
+
+def search(which, gpu="T4", **kw):
+    def f(tmp):
+        from ftlab import memory
+        return getattr(memory, which)(SMOL, gpu, **kw)
+    return f
+
+
+def _cfg(tmp, **kw):
+    return TrainConfig(**{"output_dir": str(tmp / "run"), **kw})
+
+
+def applied(model="tiny", cfg=None, changes=None, **kw):
+    """apply_method(model, cfg): model "tiny" is a fresh tiny Llama (hidden 32: k/v 16 wide, 2 blocks), "pair"
+    the (model, tokenizer) tuple; cfg a TrainConfig of kw unless given; changes are set after creation."""
+    def f(tmp):
+        from ftlab.methods import apply_method
+        m = {"tiny": _tiny, "pair": lambda: (_tiny(), _tok())}.get(model, lambda: model)() if isinstance(model, str) \
+            else model
+        c = cfg if cfg is not None else _cfg(tmp, **kw)
+        for k, v in (changes or {}).items():
+            setattr(c, k, v)
+        return apply_method(m, c)
+    return f
+
+
+def applied_twice(on_base: bool):
+    def f(tmp):
+        from ftlab.methods import apply_method
+        base = _tiny()
+        once = apply_method(base, _cfg(tmp, lora_r=2))
+        return apply_method(base if on_base else once, _cfg(tmp, lora_r=2))
+    return f
+
+
+def setup_with(cfg=None, arch=None):
+    def f(tmp):
+        from ftlab.methods import check_setup
+        return check_setup(_cfg(tmp) if cfg is None else cfg, arch)
+    return f
+
+
+def _prompt_model(tmp):
+    from ftlab.methods import apply_method
+    return apply_method(_tiny(), _cfg(tmp, method="prompt_tuning", num_virtual_tokens=4))
+
+
+def nearest(model="prompt", **kw):
+    def f(tmp):
+        from ftlab.methods import apply_method, nearest_vocabulary_tokens
+        m = {"prompt": lambda: _prompt_model(tmp), "plain": _tiny,
+             "lora": lambda: apply_method(_tiny(), _cfg(tmp, lora_r=2))}[model]()
+        return nearest_vocabulary_tokens(m, _tok(), **kw)
+    return f
+
+
+def counted_on_model(model):
+    def f(tmp):
+        from ftlab.methods import trainable_parameters
+        return trainable_parameters(model)
+    return f
+
+
+def loaded_for(cfg):
+    def f(tmp):
+        from ftlab.models import load_for
+        return load_for(cfg)
+    return f
+
+
+def base_models(pair=False, cfg=None):
+    def f(tmp):
+        from ftlab.models import BaseModels
+        held = BaseModels((_tiny(), _tok()), name=SMOL, bits=16) if pair else BaseModels(_tiny(), _tok(), SMOL, 16)
+        return held.get(cfg if cfg is not None else _cfg(tmp))
+    return f
+
+
+def report_before_start(tmp):
+    from ftlab.measure import MemoryMonitor
+    return MemoryMonitor(device="cpu").report()
+
+
+def written(output_dir="run", results=None):
+    def f(tmp):
+        from ftlab.results import write_results
+        folder = tmp / output_dir if isinstance(output_dir, str) else output_dir
+        try:
+            return write_results(folder, {} if results is None else results)
+        finally:
+            if isinstance(folder, os.PathLike) and os.path.isdir(folder):
+                assert not [p for p in os.listdir(folder) if p.startswith(".results-")], "temporary file left"
+    return f
+
+
+def read_back(content=None):
+    def f(tmp):
+        from ftlab.results import read_results
+        (tmp / "run").mkdir()
+        if content is not None:
+            (tmp / "run" / "results.json").write_text(content)
+        return read_results(tmp / "run")
+    return f
+
+
+def inside_of(name):
+    def f(tmp):
+        from ftlab.results import inside
+        return inside(tmp / "runs", name)
+    return f
+
+
+def output_dir_of(path):
+    def f(tmp):
+        from ftlab.results import check_output_dir
+        return check_output_dir(path)
+    return f
+
+
+def panel_of(config):
+    def f(tmp):
+        from ftlab.widgets import ConfigPanel
+        return ConfigPanel(config)
+    return f
+
+
 CASES = [
     # local model folders: what is wrong with the folder, never "the hub could not serve it"
     ("no weights", no_weights, ModelNotFoundError, ["model", "no weights found", "config.json", "save_pretrained"]),
@@ -402,6 +553,97 @@ CASES = [
     ("MemoryMonitor device gpu", monitor(device="gpu"), ConfigError, ["device", "'gpu'", "'cpu'"]),
     ("MemoryMonitor interval 0", monitor(interval_s=0), ConfigError, ["interval_s", "0", "> 0"]),
     ("MemoryMonitor mark before start", mark_before_start, FtlabError, ["after_load", "start()"]),
+    ("MemoryMonitor report before start", report_before_start, FtlabError, ["report()", "before start()"]),
+    # the calculator: the numbers of a model's config, settings that need the model's shape, misspelt keywords
+    ("calculator: config with 0 heads", calc_config(num_attention_heads=0), ModelNotFoundError,
+     ["model", "num_attention_heads=0", "positive integer"]),
+    ("calculator: config numbers as strings", calc_config(num_hidden_layers="2"), ModelNotFoundError,
+     ["model", "num_hidden_layers='2'", "positive integer"]),
+    ("calculator: config with a negative width", calc_config(hidden_size=-64), ModelNotFoundError,
+     ["model", "hidden_size=-64", "positive integer"]),
+    ("calculator: qlora at 8 bits", calc(method="qlora", bits=8), ConfigError, ["bits", "8", "4 with method='qlora'"]),
+    ("calculator: top_k beyond the blocks", calc(method="top_k", top_k_layers=999), ConfigError,
+     ["top_k_layers", "999", "from 1 to 30"]),
+    ("calculator: rank beyond the layers", calc(lora_r=100000), ConfigError, ["lora_r", "100000", "at most 192"]),
+    ("calculator: adapter wider than the model", calc(method="adapter", adapter_size=100000), ConfigError,
+     ["adapter_size", "100000", "from 1 to 576"]),
+    ("calculator: BitFit without biases", calc(method="bitfit"), ConfigError, ["method", "'bitfit'", "no bias terms"]),
+    ("calculator: a misspelt keyword", calc(lora_rank=8), ConfigError, ["lora_rank", "8", "did you mean 'lora_r'"]),
+    ("calculator: targets it lacks, as a string", calc(lora_targets="q_proj,c_attn"), ConfigError,
+     ["lora_targets", "'q_proj,c_attn'", "no module named ['c_attn']", "'q,v'"]),
+    ("count: unknown method", counted("smol", "nonsense"), ConfigError, ["method", "'nonsense'", "'lora'"]),
+    ("count: negative rank", counted("smol", "lora", lora_r=-5), ConfigError, ["lora_r", "-5", "integer ≥ 1"]),
+    ("count: rank beyond the layers", counted("smol", "lora", lora_r=1000), ConfigError,
+     ["lora_r", "1000", "at most 192"]),
+    ("count: top_k beyond the blocks", counted("smol", "top_k", top_k_layers=31), ConfigError,
+     ["top_k_layers", "31", "from 1 to 30"]),
+    ("count: arch a number", counted(42, "lora"), ConfigError, ["arch", "42", "ftlab.models.Arch"]),
+    ("count: arch a loaded model", counted(torch.nn.Linear(2, 2), "lora"), ConfigError, ["arch", "a Linear", "Arch"]),
+    ("largest batch: a misspelt keyword", search("max_batch_size", lora_rank=8), ConfigError,
+     ["lora_rank", "8", "did you mean 'lora_r'", "estimate_memory argument"]),
+    ("largest batch: gpu None", search("max_batch_size", gpu=None), ConfigError, ["gpu", "None", "'T4'"]),
+    ("longest sequence: virtual tokens a string",
+     search("max_seq_len", method="prompt_tuning", num_virtual_tokens="20"), ConfigError,
+     ["num_virtual_tokens", "'20'", "integer"]),
+    ("longest sequence: a misspelt keyword", search("max_seq_len", batch=1), ConfigError,
+     ["batch", "1", "did you mean 'batch_size'"]),
+    # loading for a config
+    ("load_for a dict", loaded_for({"model": SMOL}), ConfigError, ["cfg", "'model'", "a TrainConfig"]),
+    ("BaseModels.get a dict", base_models(cfg={"model": SMOL}), ConfigError, ["cfg", "a TrainConfig"]),
+    ("BaseModels given the (model, tokenizer) pair", base_models(pair=True), ConfigError,
+     ["model", "a tuple of 2", "BaseModels(model, tokenizer"]),
+    # apply_method: every mistake refused before the model changes
+    ("apply_method a dict as cfg", applied(cfg={"method": "lora"}), ConfigError,
+     ["cfg", "'method': 'lora'", "TrainConfig"]),
+    ("apply_method model None", applied(model=None), ConfigError, ["model", "None", "a transformers model"]),
+    ("apply_method the (model, tokenizer) pair", applied(model="pair"), ConfigError,
+     ["model", "a tuple of 2", "model, tokenizer = load_model(...)"]),
+    ("apply_method on its own result", applied_twice(on_base=False), ConfigError,
+     ["model", "already carries a LORA adapter", "load the base again"]),
+    ("apply_method on a base it changed", applied_twice(on_base=True), ConfigError,
+     ["model", "already carries a LORA adapter", "load the base again"]),
+    ("apply_method qlora on a 16-bit base", applied(method="qlora", bits=4), ConfigError,
+     ["bits", "4", "not quantised", "bits=4"]),
+    ("apply_method targets it lacks", applied(lora_targets=["c_attn"]), ConfigError,
+     ["lora_targets", "c_attn", "no module named ['c_attn']", "q_proj"]),
+    ("apply_method BitFit without biases", applied(method="bitfit"), ConfigError,
+     ["method", "'bitfit'", "no bias terms"]),
+    ("apply_method top_k beyond the blocks", applied(method="top_k", top_k_layers=5), ConfigError,
+     ["top_k_layers", "5", "from 1 to 2"]),
+    ("apply_method adapter wider than the model", applied(method="adapter", adapter_size=1000), ConfigError,
+     ["adapter_size", "1000", "from 1 to 32"]),
+    ("apply_method rank changed to -1", applied(changes={"lora_r": -1}), ConfigError,
+     ["lora_r", "-1", "integer from 1"]),
+    ("apply_method rank changed beyond the layers", applied(changes={"lora_r": 200}), ConfigError,
+     ["lora_r", "200", "at most 16"]),
+    ("apply_method dropout changed to 1.5", applied(changes={"lora_dropout": 1.5}), ConfigError,
+     ["lora_dropout", "1.5", "[0, 1)"]),
+    ("check_setup a dict", setup_with(cfg={"method": "lora"}), ConfigError, ["cfg", "a TrainConfig"]),
+    ("check_setup arch a number", setup_with(arch=42), ConfigError, ["arch", "42", "ftlab.models.Arch"]),
+    ("nearest tokens of a LoRA model", nearest("lora"), ConfigError, ["model", "LORA", "prompt_tuning"]),
+    ("nearest tokens of a plain model", nearest("plain"), ConfigError, ["model", "no adapter", "prompt-tuning model"]),
+    ("nearest tokens k 0", nearest(k=0), ConfigError, ["k", "0", "integer from 1 to"]),
+    ("nearest tokens k negative", nearest(k=-1), ConfigError, ["k", "-1", "integer from 1 to"]),
+    ("nearest tokens k a string", nearest(k="3"), ConfigError, ["k", "'3'", "integer"]),
+    ("nearest tokens unknown adapter", nearest(adapter="nope"), ConfigError, ["adapter", "'nope'", "['default']"]),
+    ("trainable parameters of None", counted_on_model(None), ConfigError, ["model", "None", "a transformers model"]),
+    # results files and run folders
+    ("write_results a set", written(results={"s": {1, 2}}), ConfigError, ["results['s']", "{1, 2}", "JSON-able"]),
+    ("write_results an array deep inside", written(results={"a": [{"w": np.zeros(3)}]}), ConfigError,
+     ["results['a'][0]['w']", "array", ".tolist()"]),
+    ("write_results a string", written(results="not a dict"), ConfigError, ["results", "'not a dict'", "a dict"]),
+    ("write_results output_dir None", written(output_dir=None), ConfigError, ["output_dir", "None", "folder"]),
+    ("read_results without results.json", read_back(), DataError, ["output_dir", "results.json", "does not exist"]),
+    ("read_results damaged", read_back("{not json"), DataError, ["output_dir", "results.json is not valid JSON"]),
+    ("run folder empty", inside_of(""), ConfigError, ["output_dir", "''", "non-empty folder name"]),
+    ("run folder blank", inside_of("   "), ConfigError, ["output_dir", "'   '", "non-empty folder name"]),
+    ("run folder None", inside_of(None), ConfigError, ["output_dir", "None", "non-empty folder name"]),
+    ("run folder the root itself", inside_of("."), ConfigError, ["output_dir", "'.'", "not that folder itself"]),
+    ("check_output_dir None", output_dir_of(None), ConfigError, ["output_dir", "None", "folder"]),
+    ("check_output_dir empty", output_dir_of(""), ConfigError, ["output_dir", "''", "folder"]),
+    # the panel
+    ("panel of None", panel_of(None), ConfigError, ["config", "None", "a TrainConfig"]),
+    ("panel of a dict", panel_of({"model": SMOL}), ConfigError, ["config", "'model'", "a TrainConfig"]),
 ]
 
 
@@ -505,3 +747,77 @@ def test_oom_never_suggests_a_fix_the_config_refuses():
     # an unknown model offline: no estimate, the fixes are still listed
     msg = oom_message(TrainConfig(model="someone/not-cached-xyz", output_dir="runs/x"), RuntimeError("oom"))
     assert "gradient_checkpointing=True" in msg and "batch_size=2" in msg
+
+
+def test_the_calculator_takes_shortcuts_names_and_qlora_at_its_bits():
+    from ftlab.memory import estimate_memory, trainable_parameters
+    from ftlab.models import PRESETS
+    qv = estimate_memory(SMOL, lora_targets="q,v").trainable_params
+    assert qv == estimate_memory(SMOL, lora_targets=["q_proj", "v_proj"]).trainable_params
+    assert qv == estimate_memory(SMOL, lora_targets="q_proj, v_proj").trainable_params  # names with commas, as before
+    assert estimate_memory(SMOL, lora_targets="q").trainable_params * 2 > qv
+    assert trainable_parameters(SMOL, "lora") == trainable_parameters(PRESETS[SMOL].arch, "lora") > 0
+    assert trainable_parameters(SMOL, "inference") == 0
+    # qlora without bits: 4 bits, as before; with bits=4: the same
+    assert estimate_memory(SMOL, method="qlora").components == estimate_memory(SMOL, method="qlora", bits=4).components
+    assert estimate_memory(SMOL, method="top_k", top_k_layers=30).trainable_params > 0
+    assert estimate_memory({**_ARCH, "num_key_value_heads": 0}).total_gib > 0  # an optional 0: absent, as before
+
+
+def test_check_setup_takes_an_arch_or_a_name_and_an_unknown_model_only_when_asked(tmp_path):
+    from ftlab.methods import check_setup
+    from ftlab.models import resolve_arch
+    check_setup(_cfg(tmp_path), resolve_arch(SMOL))
+    check_setup(_cfg(tmp_path), SMOL)
+    with pytest.raises(ConfigError, match="at most 192"):
+        check_setup(_cfg(tmp_path, lora_r=256), SMOL)
+    unknown = _cfg(tmp_path, model="no-such-model")
+    check_setup(unknown)  # finetune's path: skipped here, load_model says why with the whole story
+    with pytest.raises(ModelNotFoundError, match="no-such-model"):
+        check_setup(unknown, model_must_resolve=True)
+    with pytest.raises(ModelNotFoundError, match="not cached"):
+        check_setup(_cfg(tmp_path, model="someone/not-cached-xyz"), model_must_resolve=True)
+    # a folder ftlab reads no numbers from (GPT-2 names them n_layer, n_embd): found, so not refused here either
+    from transformers import GPT2Config
+    GPT2Config(n_layer=2, n_embd=32, n_head=2).save_pretrained(tmp_path / "gpt2")
+    check_setup(_cfg(tmp_path, model=str(tmp_path / "gpt2")), model_must_resolve=True)
+
+
+def test_the_panel_shows_an_unknown_model_on_its_field_and_blocks_run(tmp_path):
+    from ftlab.widgets import ConfigPanel, RunControls
+    panel = ConfigPanel(TrainConfig(output_dir=str(tmp_path / "runs" / "quick")))
+    calls = []
+    controls = RunControls(panel, lambda cfg, cb: calls.append(cfg))
+    panel.fields["model"].value = "no-such-model"
+    assert panel.error.field == "model" and "no-such-model" in panel.message.value, panel.message.value
+    assert panel.config.model == SMOL
+    assert controls.run() is None and not calls and "Fix" in controls.status.value
+    panel.fields["batch_size"].value = 2  # another field changes: the model stays in error
+    assert panel.error.field == "model" and panel.config.batch_size == 4
+    panel.fields["model"].value = SMOL
+    assert panel.error is None and panel.config.batch_size == 2 and panel.config.model == SMOL
+
+
+def test_write_results_leaves_no_temporary_file_when_writing_fails(tmp_path, monkeypatch):
+    import ftlab.results
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(ftlab.results.json, "dump", disk_full)
+    with pytest.raises(OSError):
+        ftlab.results.write_results(tmp_path / "run", {"a": 1})
+    assert os.listdir(tmp_path / "run") == []
+
+
+def test_refused_methods_leave_the_model_as_it_was(tmp_path):
+    from ftlab.methods import apply_method, nearest_vocabulary_tokens
+    model = _tiny()
+    before = [type(m).__name__ for m in model.modules()]
+    for kw in (dict(method="adapter", adapter_size=1000), dict(method="top_k", top_k_layers=5), dict(lora_r=200),
+               dict(lora_targets=["q_proj", "c_attn"])):
+        with pytest.raises(ConfigError):
+            apply_method(model, _cfg(tmp_path, **kw))
+    assert [type(m).__name__ for m in model.modules()] == before and all(p.requires_grad for p in model.parameters())
+    assert hasattr(apply_method(model, _cfg(tmp_path, lora_r=16)), "peft_config")  # the same base, still usable
+    rows = nearest_vocabulary_tokens(_prompt_model(tmp_path), _tok(), k=np.int64(2))
+    assert len(rows) == 4 and len(rows[0]["nearest tokens"].split(" | ")) == 2

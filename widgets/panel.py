@@ -13,6 +13,7 @@ from pathlib import Path
 import ipywidgets as W
 
 from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, ConfigError, TrainConfig
+from ftlab.errors import FtlabError
 from ftlab.memory import GPUS
 from ftlab.methods import METHOD_KNOBS, METHODS, check_setup
 from ftlab.models import PRESETS
@@ -23,8 +24,11 @@ RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 class ConfigPanel:
     def __init__(self, config: TrainConfig):
+        if not isinstance(config, TrainConfig):
+            raise ConfigError("config", config, "a TrainConfig: ConfigPanel(TrainConfig(**params)), or "
+                              "ConfigPanel(TrainConfig.from_params(globals())) in a lab")
         self.config = config
-        self.error: ConfigError | None = None
+        self.error: FtlabError | None = None  # a ConfigError, or ModelNotFoundError (field model)
         c, style = config, {"description_width": "150px"}
 
         def wide():  # a Layout each: fields are hidden one by one through their layout
@@ -96,10 +100,14 @@ class ConfigPanel:
         # depends on another, such as qlora needing bits=4, is right once both are set)
         try:
             config = replace(self.config, **self._values())  # replace() re-runs validation
-            check_setup(config)  # what needs the model's shape, and whether bitsandbytes can serve 4/8 bits
+            # what needs the model's shape, and whether bitsandbytes can serve 4/8 bits; a model whose architecture
+            # cannot be read (not a preset, folder or cached hub id offline) is shown on the model field
+            check_setup(config, model_must_resolve=True)
             self.config, self.error = config, None
         except ConfigError as e:
             self.error = e
+        except FtlabError as e:  # ModelNotFoundError names its field (model): shown there, as it is
+            self.error = e if e.field in self.fields else ConfigError(name, value, str(e))
         except Exception as e:  # any other check also lands inline, never as a traceback
             self.error = ConfigError(name, value, str(e))
         self._show()

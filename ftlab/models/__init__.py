@@ -12,13 +12,14 @@ no weights at all.
     loading.py   resolve_arch, resolve_source, load_model, load_tokenizer, BaseModels
 """
 from ftlab.errors import ModelNotFoundError
-from ftlab.models.checks import available_devices, check_device, check_dtype, check_loading_info
+from ftlab.models.checks import (available_devices, check_device, check_dtype, check_load_arguments,
+                                 check_loading_info)
 from ftlab.models.embedded import cache_dir, embedded_folder
 from ftlab.models.loading import (BaseModels, default_device_dtype, hub_token, load_for, load_model,
                                   load_tokenizer, resolve_arch, resolve_source, tiny_test_model)
 from ftlab.models.presets import PRESETS, Arch, Preset, arch_from_config, find_preset
 
 __all__ = ["Arch", "BaseModels", "ModelNotFoundError", "PRESETS", "Preset", "arch_from_config", "available_devices",
-           "cache_dir", "check_device", "check_dtype", "check_loading_info", "default_device_dtype", "embedded_folder",
-           "find_preset", "hub_token", "load_for", "load_model", "load_tokenizer", "resolve_arch", "resolve_source",
-           "tiny_test_model"]
+           "cache_dir", "check_device", "check_dtype", "check_load_arguments", "check_loading_info",
+           "default_device_dtype", "embedded_folder", "find_preset", "hub_token", "load_for", "load_model",
+           "load_tokenizer", "resolve_arch", "resolve_source", "tiny_test_model"]

@@ -250,6 +250,19 @@ class BaseModels:
     def __init__(self, model=None, tokenizer=None, name: str | None = None, bits: int | None = None, *,
                  quant_type: str | None = None, double_quant: bool | None = None,
                  trust_remote_code: bool | None = None):
+        if model is not None:
+            import torch
+
+            from ftlab.errors import ConfigError
+            if isinstance(model, tuple):
+                raise ConfigError("model", f"a tuple of {len(model)}", "the model alone: pass model and tokenizer "
+                                  "separately: BaseModels(model, tokenizer, name, bits)")
+            if not isinstance(model, torch.nn.Module):
+                raise ConfigError("model", f"a {type(model).__name__}", "the loaded base model "
+                                  "(model, tokenizer = load_for(cfg); BaseModels(model, tokenizer, ...))")
+            if tokenizer is None:
+                raise ConfigError("tokenizer", None, "the model's tokenizer whenever a model is given "
+                                  "(BaseModels(model, tokenizer, name, bits))")
         self._spare = (model, tokenizer) if model is not None else None
         info = getattr(model, "ftlab_info", None) or {}
         if bits is None:
@@ -264,10 +277,12 @@ class BaseModels:
 
     def key_for(self, cfg) -> tuple:
         """The key a run of `cfg` needs (the held model serves it when the two are equal)."""
+        _check_cfg(cfg, "BaseModels.key_for(cfg)")
         return _base_key(cfg.model, cfg.effective_bits, cfg.quant_type, cfg.double_quant, cfg.trust_remote_code)
 
     def get(self, cfg):
         """(model, tokenizer) for a run of `cfg`."""
+        _check_cfg(cfg, "BaseModels.get(cfg)")
         if self._spare is not None and self._key == self.key_for(cfg):
             spare, self._spare = self._spare, None
             return spare
@@ -275,8 +290,18 @@ class BaseModels:
         return load_for(cfg)
 
 
+def _check_cfg(cfg, call: str) -> None:
+    """A TrainConfig, still valid (a field changed after creation is checked again); ConfigError "cfg" else."""
+    from ftlab.config import TrainConfig
+    from ftlab.errors import ConfigError
+    if not isinstance(cfg, TrainConfig):
+        raise ConfigError("cfg", cfg, f"a TrainConfig ({call}; TrainConfig(**params) makes one)")
+    cfg.validate()
+
+
 def load_for(cfg):
     """(model, tokenizer) as a TrainConfig asks: its model, bit width, 4-bit type and remote-code choice."""
+    _check_cfg(cfg, "load_for(cfg)")
     return load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
                       quant_type=cfg.quant_type, double_quant=cfg.double_quant)
 

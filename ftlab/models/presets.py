@@ -103,24 +103,43 @@ def find_preset(name: str) -> Preset | None:
     return PRESETS.get(key) or _BY_HUB_ID.get(key)
 
 
+_ARCH_NUMBERS = {"num_hidden_layers": True, "hidden_size": True, "intermediate_size": True,
+                 "num_attention_heads": True, "vocab_size": True, "num_key_value_heads": False,
+                 "max_position_embeddings": False, "head_dim": False, "num_local_experts": False,
+                 "num_experts_per_tok": False}  # key: required
+
+
 def arch_from_config(cfg) -> Arch:
-    """Architecture numbers from a transformers PretrainedConfig (or its dict). Missing → ValueError."""
-    if not isinstance(cfg, dict) and not callable(getattr(cfg, "to_dict", None)):
-        raise ConfigError("model", cfg, _MODEL_ALLOWED + ", a transformers config or its dict")
-    d = cfg if isinstance(cfg, dict) else cfg.to_dict()
-    d = d.get("text_config", d) if "num_hidden_layers" not in d else d  # multimodal wrappers (Gemma 3)
-    need = {"num_hidden_layers": "layers", "hidden_size": "hidden", "intermediate_size": "intermediate",
-            "num_attention_heads": "heads", "vocab_size": "vocab"}
+    """Architecture numbers from a transformers PretrainedConfig (or its dict). A missing number, or one that
+    is not a positive integer (0 heads, "64", -64), raises ModelNotFoundError naming the key."""
+    import numbers
+    d = cfg if isinstance(cfg, dict) else cfg.to_dict() if callable(getattr(cfg, "to_dict", None)) else None
+    if not isinstance(d, dict):
+        simple = cfg is None or isinstance(cfg, (str, bytes, int, float, list, tuple))
+        hint = " (for a loaded model: its .config)" if hasattr(cfg, "config") else ""
+        raise ConfigError("model", cfg if simple else f"a {type(cfg).__name__}",
+                          _MODEL_ALLOWED + ", a transformers config or its dict" + hint)
+    text = d.get("text_config")
+    d = text if "num_hidden_layers" not in d and isinstance(text, dict) else d  # multimodal wrappers (Gemma 3)
+    need = [k for k, required in _ARCH_NUMBERS.items() if required]
     missing = [k for k in need if d.get(k) is None]
     if missing:
-        raise ModelNotFoundError(f"model config is missing {missing}: the memory calculator needs {list(need)} "
+        raise ModelNotFoundError(f"model config is missing {missing}: the memory calculator needs {need} "
                                  "(and num_key_value_heads, max_position_embeddings if the model has them)")
-    head_dim = d.get("head_dim")
-    if head_dim == d["hidden_size"] // d["num_attention_heads"]:
+    for key in _ARCH_NUMBERS:
+        v = d.get(key)
+        if v is None or (v == 0 and not _ARCH_NUMBERS[key]):  # an optional number at 0: not there (as before)
+            continue
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ModelNotFoundError(f"model config: {key}={v!r} is not allowed: a positive integer (the memory "
+                                     "calculator and the loaders read every architecture number as one)")
+    n = {k: int(d[k]) for k in _ARCH_NUMBERS if d.get(k)}
+    head_dim = n.get("head_dim")
+    if head_dim == n["hidden_size"] // n["num_attention_heads"]:
         head_dim = None  # the default: keep presets and configs comparable
-    return Arch(layers=d["num_hidden_layers"], hidden=d["hidden_size"], intermediate=d["intermediate_size"],
-                heads=d["num_attention_heads"], kv_heads=d.get("num_key_value_heads") or d["num_attention_heads"],
-                vocab=d["vocab_size"], tied_embeddings=bool(d.get("tie_word_embeddings", True)),
-                max_positions=d.get("max_position_embeddings") or 2048, head_dim=head_dim,
+    return Arch(layers=n["num_hidden_layers"], hidden=n["hidden_size"], intermediate=n["intermediate_size"],
+                heads=n["num_attention_heads"], kv_heads=n.get("num_key_value_heads") or n["num_attention_heads"],
+                vocab=n["vocab_size"], tied_embeddings=bool(d.get("tie_word_embeddings", True)),
+                max_positions=n.get("max_position_embeddings") or 2048, head_dim=head_dim,
                 qkv_bias=bool(d.get("attention_bias", False)) or d.get("model_type") == "qwen2",
-                experts=d.get("num_local_experts") or 1, experts_per_token=d.get("num_experts_per_tok") or 1)
+                experts=n.get("num_local_experts") or 1, experts_per_token=n.get("num_experts_per_tok") or 1)
