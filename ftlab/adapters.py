@@ -65,7 +65,7 @@ def add_adapters(model: nn.Module, bottleneck: int) -> int:
     Everything is checked before the model changes: `bottleneck` is an integer from 1 to the hidden size
     (ConfigError naming adapter_size)."""
     from ftlab.errors import ConfigError, check_int
-    from ftlab.memory import check_adapter_size
+    from ftlab.shapes import check_adapter_size
     if not isinstance(model, nn.Module):
         raise ConfigError("model", model if model is None else f"a {type(model).__name__}",
                           "a transformers model (load_model or load_for returns one)")

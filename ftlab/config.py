@@ -127,8 +127,9 @@ class TrainConfig:
         return 4 if self.method == "qlora" else self.bits
 
     def memory_estimate(self, trainer: str = "trl"):
-        """ftlab.memory.estimate_memory for this set-up on `gpu`."""
+        """ftlab.memory.estimate_memory for this set-up on `gpu` (validated again: a field changed after creation)."""
         from ftlab.memory import estimate_memory
+        self.validate()
         return estimate_memory(self.model, method=self.method, bits=self.effective_bits, lora_r=self.lora_r,
                                lora_targets=self.target_modules, num_virtual_tokens=self.num_virtual_tokens,
                                adapter_size=self.adapter_size, top_k_layers=self.top_k_layers,

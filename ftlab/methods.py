@@ -91,7 +91,7 @@ def _ln_tuning(cfg, model):
 
 def _bitfit(cfg, model):
     """BitFit (Ben Zaken et al., 2022): train the bias terms only."""
-    from ftlab.memory import check_bitfit
+    from ftlab.shapes import check_bitfit
     check_bitfit(any(n.endswith(".bias") for n, _ in model.named_parameters()))
     for n, p in model.named_parameters():
         p.requires_grad = n.endswith(".bias")
@@ -110,7 +110,7 @@ def _blocks(model):
 
 def _top_k(cfg, model):
     """Freeze everything but the last k blocks (the 'train the top layers' baseline of Lee et al., 2019)."""
-    from ftlab.memory import check_top_k
+    from ftlab.shapes import check_top_k
     blocks = _blocks(model)
     check_top_k(cfg.top_k_layers, len(blocks))
     for p in model.parameters():
@@ -229,8 +229,8 @@ def _check_model(model, field: str = "model", what: str = "apply_method(model, c
 
 def _check_fits(cfg, model, method) -> None:
     """What the method needs of this model, asked of its own layers before anything on it changes (the same
-    checks as the calculator's, ftlab.memory.check_shape, which asks the architecture numbers)."""
-    from ftlab.memory import check_adapter_size, check_bitfit, check_rank, check_top_k
+    checks as the calculator's, ftlab.shapes.check_shape, which asks the architecture numbers)."""
+    from ftlab.shapes import check_adapter_size, check_bitfit, check_rank, check_top_k
     if method.name in ("lora", "qlora", "dora"):
         targets = check_targets(model, cfg.target_modules)
         layers = _linear_layers(model)
@@ -452,7 +452,7 @@ def check_setup(cfg, arch=None, *, model_must_resolve: bool = False):
     story); with `model_must_resolve` (the panel), a model that cannot be found (not a preset, a folder or, offline,
     a cached hub id) raises ModelNotFoundError at once."""
     from ftlab.config import ConfigError, TrainConfig
-    from ftlab.memory import as_arch, check_shape
+    from ftlab.shapes import as_arch, check_shape
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (check_setup(cfg); TrainConfig(**params) makes one)")
     cfg.validate()
