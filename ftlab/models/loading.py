@@ -135,7 +135,7 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     name, bits, device, dtype = a["name"], a["bits"], a["device"], a["dtype"]
     trust_remote_code, for_classification = a["trust_remote_code"], a["for_classification"]
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from ftlab.quant import quantization_config
 
@@ -157,14 +157,7 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
               output_loading_info=True, ignore_mismatched_sizes=True)  # mismatches: refused below, by name
     if qcfg is not None:
         kw.update(quantization_config=qcfg, device_map={"": device})
-    try:
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, token=token)
-    except OSError as e:
-        raise (_not_found(name, e) if not os.path.isdir(source) else _tokenizer_error(name, source, e)) from None
-    except (ValueError, KeyError, TypeError) as e:
-        if isinstance(e, ModelNotFoundError):
-            raise
-        raise _tokenizer_error(name, source, e) from None
+    tok = _tokenizer(name, source, trust_remote_code, token)
     try:
         cls = AutoModelForSequenceClassification if for_classification else AutoModelForCausalLM
         if for_classification:
@@ -201,21 +194,26 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     """The tokenizer alone (no weights), with a pad token."""
     name = check_model_name(name_or_path)
     trust_remote_code = check_bool("trust_remote_code", trust_remote_code)
-    from transformers import AutoTokenizer
     source = resolve_source(name, weights=False, trust_remote_code=trust_remote_code)
     if os.path.isdir(source):
         _check_tokenizer_files(name, Path(source))
+    tok = _tokenizer(name, source, trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _tokenizer(name: str, source: str, trust_remote_code: bool, token: str | None = None):
+    """AutoTokenizer.from_pretrained(source), its failures worded as ftlab's (which file or folder, what to do)."""
+    from transformers import AutoTokenizer
     try:
-        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, token=token)
     except OSError as e:
         raise (_not_found(name, e) if not os.path.isdir(source) else _tokenizer_error(name, source, e)) from None
     except (ValueError, KeyError, TypeError) as e:
         if isinstance(e, ModelNotFoundError):
             raise
         raise _tokenizer_error(name, source, e) from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
 
 
 def _model_key(name) -> str:
