@@ -17,6 +17,7 @@ from ftlab.checkpoints import CHECKPOINT, checkpoint_for, save_checkpoint
 from ftlab.errors import CheckpointError
 from ftlab.guard import GoodWeights, NonFiniteLoss, OutOfMemory, TrainingFailed, free_memory, oom_message
 from ftlab.report import ReportCallback, TrainResult
+from ftlab.runner import TRAINING_THREAD, Run  # noqa: F401  (where they were: ftlab.train.Run still works)
 
 
 # ftlab's optimizer names -> transformers' `optim` values

@@ -2,7 +2,7 @@
 
 `RunControls(panel, train)` shows Run and Stop buttons, a status line, a progress bar, a live loss
 plot and a live memory plot. Run starts `train(panel.config, callback)` in a background thread
-(ftlab.train.Run) so the notebook stays live and the cell returns at once; Stop ends training after
+(ftlab.runner.Run) so the notebook stays live and the cell returns at once; Stop ends training after
 the current step (the last completed step is saved by ftlab.train.finetune). Under papermill nothing
 is clicked: `controls.run(background=False)` trains in the foreground with the lab's parameters.
 """
