@@ -8,13 +8,15 @@ GB = 1e9
 
 
 def serving_formula(n_params: float, bits: int) -> float:
-    """M = (P · 4 B) / (32 / Q) · 1.2: the weights at Q bits, plus 20 % 'overhead' (the seeds' formula)."""
+    """M = (P · 4 B) / (32 / Q) · 1.2: the weights at Q bits, plus 20 % 'overhead' (the serving formula of
+    BITS Pilani's AIMLCZG521 lecture)."""
     return n_params * 4 / (32 / bits) * 1.2 / GB
 
 
 def size_table(n_params: float) -> dict:
-    """The 'model memory' table (accelerate's estimator and the seeds): per dtype, the weights; inference
-    ≈ 1.2 × weights; training with Adam ≈ 4 × weights (weights, gradients, two moments); LoRA ≈ weights
+    """The 'model memory' table (accelerate's estimator, and the Llama-3-8B table of BITS Pilani's AIMLCZG521
+    lecture): per dtype, the weights; inference ≈ 1.2 × weights; training with Adam ≈ 4 × weights (weights,
+    gradients, two moments); LoRA ≈ weights
     + 20 % (the frozen base dominates)."""
     table = {}
     for dtype, nbytes in (("float32", 4), ("float16", 2), ("int8", 1), ("int4", 0.5)):
@@ -27,6 +29,7 @@ def size_table(n_params: float) -> dict:
 def mixed_precision_full_finetune(n_params: float) -> dict:
     """16-bit mixed-precision full fine-tuning, bytes per parameter: fp16/bf16 weights 2, fp32 master
     weights 4, gradients 2 (fp16) to 4 (fp32), Adam's two fp32 moments 8: 16 to 18 bytes, before
-    activations. For 65B parameters: 1040 to 1170 GB; with activations the seeds quote 1000-1400 GB."""
+    activations. For 65B parameters: 1040 to 1170 GB; with activations CMU CS11-711 (Sean Welleck) quotes
+    1000-1400 GB."""
     parts = {"weights (16-bit)": 2, "master weights (fp32)": 4, "gradients": 4, "Adam moments (fp32)": 8}
     return {k: v * n_params / GB for k, v in parts.items()}
