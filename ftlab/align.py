@@ -14,7 +14,8 @@ import random
 import re
 
 from ftlab.data import format_prompt, load_records
-from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_number, check_text
+from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_listeners, check_number, check_text
+from ftlab.errors import short as _short
 from ftlab.evaluation import check_conversations
 
 PAIR = ("prompt", "chosen", "rejected")
@@ -129,11 +130,6 @@ def series(history: list[dict], key: str) -> list[tuple[int, float]]:
     return out
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def _check_run(cfg, listeners):
     """What every trainer here reads before a model loads: a TrainConfig, and listeners that can be called."""
     from ftlab.config import TrainConfig
@@ -145,9 +141,7 @@ def _check_run(cfg, listeners):
         raise ConfigError("method", cfg.method, f"'lora': {trains}")
     if cfg.effective_bits in (8, 4):
         raise ConfigError("bits", cfg.effective_bits, f"16 or 32: {trains}; an 8- or 4-bit base is not supported here")
-    if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
-                                  or not all(callable(f) for f in listeners)):
-        raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
+    check_listeners(listeners)
 
 
 def _callbacks(listeners, callback):

@@ -96,7 +96,7 @@ def measure_run(c, train_records, val_records, test_records=None, *, listeners=N
 
     from ftlab.data import chat_prompts
     from ftlab.records import check_sft_records, check_task_records
-    from ftlab.errors import ConfigError, check_bool, check_int, check_text
+    from ftlab.errors import check_bool, check_int, check_listeners, check_text
     from ftlab.evaluation import generate, rouge
     from ftlab.measure import MemoryMonitor
     from ftlab.methods import trainable_parameters
@@ -110,9 +110,7 @@ def measure_run(c, train_records, val_records, test_records=None, *, listeners=N
         check_sft_records(val_records, "val_records")
     if test_records:  # generated from their source, scored against their target
         check_task_records(test_records, "test_records")
-    if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
-                                  or not all(callable(f) for f in listeners)):
-        raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
+    check_listeners(listeners)
     if label is not None:
         check_text("label", label)
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)

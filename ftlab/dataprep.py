@@ -12,6 +12,7 @@ from functools import lru_cache
 
 from ftlab.data import DATA_DIR
 from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_number, check_text
+from ftlab.errors import short as _short
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # phone numbers: +country, area codes in parentheses, separators; at least 7 digits in all
@@ -178,6 +179,3 @@ def _check_records(records, keys: tuple) -> None:
                                 f"{sorted(r)})", field="records")
 
 
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."

@@ -66,6 +66,19 @@ class RunStateError(FtlabError):
     """A call that the run's state does not allow; the message says what to call first."""
 
 
+def short(value, limit: int = 60) -> str:
+    """repr cut to `limit` characters: a record or a list quoted in a message shows its start, not all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def check_listeners(listeners) -> None:
+    """None, or a list (or tuple) of functions, each called with an event dict (a bare string or dict is not)."""
+    if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
+                                  or not all(callable(f) for f in listeners)):
+        raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
+
+
 def _show(value) -> str:
     """repr, shortened: a 10,000-item list in a message helps nobody."""
     text = repr(value)

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from ftlab.errors import ConfigError, DataError, check_bool, check_choice, check_int, check_strings
+from ftlab.errors import short as _short
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 _cache: dict = {}
@@ -124,11 +125,6 @@ def _shape_hint(record: dict, keys: tuple) -> str:
     if "source" in record:
         return " (task records from load_records go through ftlab.data.to_prompt_completion first)"
     return ""
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 from ftlab.errors import ConfigError, DataError, check_strings
+from ftlab.errors import short as _short
 
 
 SPLITS = ("train", "validation", "test")
@@ -79,11 +80,6 @@ def _check_row(row, required: tuple, where: str) -> None:
                             field="dataset")
         if not value.strip() and key != "split":
             raise DataError(f"{where}: field {key!r} is empty", field="dataset")
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_json(path, required: tuple = ()) -> list[dict]:

@@ -7,7 +7,7 @@ import queue
 import threading
 from typing import Callable
 
-from ftlab.errors import ConfigError, RunStateError
+from ftlab.errors import ConfigError, RunStateError, check_listeners
 from ftlab.report import ReportCallback, TrainResult
 
 
@@ -62,9 +62,7 @@ class Run:
         if not callable(target):
             raise ConfigError("target", target, "a function taking the run's callback, e.g. "
                               "lambda cb: finetune(cfg, train, callback=cb)")
-        if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
-                                      or not all(callable(f) for f in listeners)):
-            raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
+        check_listeners(listeners)
         self.target = target
         self.callback = ReportCallback(listeners)
         self.value = None            # what target returned

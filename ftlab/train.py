@@ -122,7 +122,7 @@ def check_run_arguments(cfg, train_records, eval_records=None, *, listeners=None
     TrainConfig (validated again: a field changed after creation is caught here), the records' shape, the
     listeners, eval_steps, and SFTConfig overrides that exist (a misspelt one is named with the nearest)."""
     from ftlab.config import TrainConfig
-    from ftlab.errors import ConfigError, check_int
+    from ftlab.errors import ConfigError, check_int, check_listeners
     from ftlab.records import check_sft_records
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., method=..., ...))")
@@ -130,9 +130,7 @@ def check_run_arguments(cfg, train_records, eval_records=None, *, listeners=None
     check_sft_records(train_records, "train_records")
     if eval_records is not None and not (isinstance(eval_records, list) and not eval_records):
         check_sft_records(eval_records, "eval_records")
-    if listeners is not None and (isinstance(listeners, (str, dict)) or not isinstance(listeners, (list, tuple))
-                                  or not all(callable(f) for f in listeners)):
-        raise ConfigError("listeners", listeners, "None or a list of functions, each called with an event dict")
+    check_listeners(listeners)
     if eval_steps is not None:
         check_int("eval_steps", eval_steps, 1)
     if sft_overrides:
