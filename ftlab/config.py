@@ -107,7 +107,7 @@ class TrainConfig:
             check_text(name, getattr(self, name))
         if self.output_dir.startswith("~"):  # "~/run" is the home folder's run, not a folder named "~" here
             self.output_dir = os.path.expanduser(self.output_dir)
-        if os.path.isfile(self.output_dir):  # writability is checked when a run starts (files.check_output_dir)
+        if os.path.isfile(self.output_dir):  # writability is checked when a run starts (results.check_output_dir)
             raise ConfigError("output_dir", self.output_dir, "a folder (this path is an existing file)")
         if self.method == "prefix_tuning" and self.gradient_checkpointing:
             raise ConfigError("gradient_checkpointing", True, "False with method='prefix_tuning': peft hands the prefix "
