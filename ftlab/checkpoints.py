@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from ftlab.methods import METHOD_KNOBS, METHODS
+from ftlab.method_table import METHOD_KNOBS, METHODS
 
 
 CHECKPOINT = "checkpoint"  # output_dir/checkpoint: the latest resumable state of a run
@@ -168,12 +168,9 @@ def check_resumable(cfg, checkpoint) -> str:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"checkpoint={folder!r}: adapter_config.json is damaged ({type(e).__name__}: {e}); "
                                   f"{redo}.", field="adapter_config.json") from None
-        names = [m for m, t in _PEFT_TYPES.items() if t == saved_type]
-        if peft_type != saved_type or (saved_type == "LORA" and bool(acfg.get("use_dora")) != (cfg.method == "dora")):
-            if saved_type == "LORA":
-                theirs = "dora" if acfg.get("use_dora") else "lora or qlora"
-            else:
-                theirs = " or ".join(names) or saved_type.lower()
+        writers = _writers(saved_type, acfg)
+        if cfg.method not in writers:
+            theirs = " or ".join(writers) or saved_type.lower()
             raise CheckpointError(f"method: the checkpoint in {folder!r} was saved by method={theirs!r} (a "
                                   f"{saved_type} adapter); this run is method={cfg.method!r}. Resume with the "
                                   "checkpoint's method, or start afresh: resume=False, or another output_dir.",
@@ -188,11 +185,21 @@ def check_resumable(cfg, checkpoint) -> str:
                 raise CheckpointError(f"{name}: the checkpoint in {folder!r} was saved by {name}={theirs!r}; this run "
                                       f"is {name}={mine!r}. " + again.format(field=name, saved=theirs), field=name)
     elif peft_type is not None:
+        own = ", ".join(m.name for m in METHODS.values() if not m.peft_type)
         raise CheckpointError(f"method: the checkpoint in {folder!r} holds no peft adapter (it was saved by a "
-                              "full, bitfit, top_k or adapter run); this run is "
+                              f"{own} run); this run is "
                               f"method={cfg.method!r}. Resume with the checkpoint's method, or start afresh: "
                               "resume=False, or another output_dir.", field="method")
     return folder
+
+
+def _writers(saved_type: str, acfg: dict) -> list[str]:
+    """The methods that write an adapter of this peft type with these flags (DoRA: LORA with use_dora)."""
+    return [m.name for m in METHODS.values() if m.peft_type == saved_type
+            and all(bool(acfg.get(k)) == bool(v) for k, v in {**dict.fromkeys(_FLAGS, False), **m.peft_flags}.items())]
+
+
+_FLAGS = sorted({k for m in METHODS.values() for k in m.peft_flags})  # every flag some row sets
 
 
 # --- saved runs: does this adapter fit this base? (ftlab.methods.load_trained asks before loading) ---------

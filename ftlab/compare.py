@@ -11,6 +11,8 @@ import gc
 import time
 from dataclasses import replace
 
+from ftlab.memory import estimate_memory
+
 # Variants of a table row that the comparison shows separately: name -> (method, base bits)
 VARIANTS = {"lora_8bit": ("lora", 8)}
 
@@ -138,7 +140,7 @@ def measure_run(c, train_records, val_records, test_records=None, *, listeners=N
         row = {"rougeL": rouge(predictions, [r["target"] for r in test_records])["rougeL"],
                "example": predictions[0] if predictions else ""}
     t_scored = time.perf_counter()
-    est = c.memory_estimate()
+    est = estimate_memory(c)
     k = max(1, len(result.losses) // 4)
     cuda = report["device"] == "cuda"
     row = {"bits": c.effective_bits, "trainable": n_train, "trainable_pct": 100 * n_train / n_total,

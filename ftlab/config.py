@@ -6,27 +6,21 @@ whose message names the field, the bad value and what is allowed.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import asdict, dataclass, fields
 
-from ftlab.errors import (ConfigError, check_bool, check_choice, check_int, check_number, check_strings,  # noqa: F401
-                          check_text)
-
-BITS = (32, 16, 8, 4)
-QUANT_TYPES = ("nf4", "fp4")
-OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit", "sgd")
-TARGET_SHORTCUTS = {  # LoRA target presets, by the names Llama-style models use
-    "q": ["q_proj"],
-    "q,v": ["q_proj", "v_proj"],
-    "q,k,v,o": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "all-linear": "all-linear",
-}
+# the allowed values live in ftlab.choices; they are importable from here too, where a lab looks for them
+from ftlab.choices import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS  # noqa: F401
+from ftlab.errors import ConfigError, check_bool, check_choice, check_int, check_number, check_strings, check_text
+from ftlab.gpus import GPUS
+from ftlab.method_table import METHODS
 
 
 @dataclass
 class TrainConfig:
     model: str = "smollm2-135m-instruct"  # preset name, hub id or local folder
-    method: str = "lora"            # how to fine-tune: see ftlab.methods.METHODS
+    method: str = "lora"            # how to fine-tune: see ftlab.method_table.METHODS
     lora_r: int = 8                 # LoRA rank r: trainable parameters grow as r·(d_in + d_out) per layer
     lora_alpha: float = 16.0        # LoRA scale is alpha / r; 2·r is a common choice
     lora_dropout: float = 0.0       # dropout on the LoRA input, in [0, 1)
@@ -48,7 +42,7 @@ class TrainConfig:
     eval_examples: int = 16         # held-out examples scored before and after training
     seed: int = 0                   # seeds data order, initialisation and sampling
     output_dir: str = "runs/quickstart"  # where the adapter, logs and results.json go
-    gpu: str = "T4"                 # the GPU the memory estimate is checked against (ftlab.memory.GPUS)
+    gpu: str = "T4"                 # the GPU the memory estimate is checked against (ftlab.gpus.GPUS)
     trust_remote_code: bool = False  # run model code from the hub: only for models you trust
 
     def __post_init__(self):
@@ -57,8 +51,6 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Check every field (ConfigError names the first bad one) and normalise what is equal but written
         otherwise: numpy integers become int, `~` in output_dir becomes the home folder."""
-        from ftlab.methods import METHODS  # the method table is the single list of methods
-
         self.method = check_choice("method", self.method, METHODS)
         self.lora_r = check_int("lora_r", self.lora_r, 1, 4096)
         self.lora_alpha = check_number("lora_alpha", self.lora_alpha, 0, lo_open=True)
@@ -95,7 +87,6 @@ class TrainConfig:
         self.seq_len = check_int("seq_len", self.seq_len, 8, 1_048_576)
         self.learning_rate = check_number("learning_rate", self.learning_rate, 0, 1.0, lo_open=True)
         self.optimizer = check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        from ftlab.memory import GPUS
         self.gpu = check_choice("gpu", self.gpu, GPUS)
         self.eval_examples = check_int("eval_examples", self.eval_examples, 0, 100_000)
         self.seed = check_int("seed", self.seed, 0, 2**32 - 1)
@@ -109,11 +100,9 @@ class TrainConfig:
             self.output_dir = os.path.expanduser(self.output_dir)
         if os.path.isfile(self.output_dir):  # writability is checked when a run starts (results.check_output_dir)
             raise ConfigError("output_dir", self.output_dir, "a folder (this path is an existing file)")
-        if self.method == "prefix_tuning" and self.gradient_checkpointing:
-            raise ConfigError("gradient_checkpointing", True, "False with method='prefix_tuning': peft hands the prefix "
-                              "keys and values to each block through the attention cache, which transformers "
-                              "drops in a checkpointed block (and a recomputed block would append them twice), so "
-                              "it fails at the first step; lower batch_size or seq_len instead")
+        if method.refuses_checkpointing and self.gradient_checkpointing:
+            raise ConfigError("gradient_checkpointing", True, f"False with method={self.method!r}: "
+                              f"{method.refuses_checkpointing}")
         return self
 
     @property
@@ -124,18 +113,8 @@ class TrainConfig:
 
     @property
     def effective_bits(self) -> int:
-        return 4 if self.method == "qlora" else self.bits
-
-    def memory_estimate(self, trainer: str = "trl"):
-        """ftlab.memory.estimate_memory for this set-up on `gpu` (validated again: a field changed after creation)."""
-        from ftlab.memory import estimate_memory
-        self.validate()
-        return estimate_memory(self.model, method=self.method, bits=self.effective_bits, lora_r=self.lora_r,
-                               lora_targets=self.target_modules, num_virtual_tokens=self.num_virtual_tokens,
-                               adapter_size=self.adapter_size, top_k_layers=self.top_k_layers,
-                               batch_size=self.batch_size, seq_len=self.seq_len,
-                               gradient_checkpointing=self.gradient_checkpointing, optimizer=self.optimizer,
-                               gpu=self.gpu, trainer=trainer)
+        """The base's bit width: what the method needs (4 for qlora), else `bits`."""
+        return METHODS[self.method].needs_bits or self.bits
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,7 +133,6 @@ class TrainConfig:
         if "__name__" not in params:
             unknown = [k for k in params if k not in names]
             if unknown:
-                import difflib
                 near = difflib.get_close_matches(str(unknown[0]), names, n=1, cutoff=0.6)
                 hint = f"did you mean {near[0]!r}? " if near else ""
                 raise ConfigError(str(unknown[0]), params[unknown[0]], f"{hint}it is not a TrainConfig field; "

@@ -7,6 +7,8 @@ import math
 
 from transformers import TrainerCallback
 
+from ftlab.memory import estimate_memory
+
 
 class TrainingFailed(RuntimeError):
     """A run ended early for a reason the user must act on. `.result` is the TrainResult so far (its
@@ -36,7 +38,7 @@ def oom_message(cfg, error: BaseException) -> str:
         f, total = torch.cuda.mem_get_info()
         free = f" The GPU had {f / 2**30:.2f} GiB free of {total / 2**30:.2f} GiB when it failed."
     try:
-        est = cfg.memory_estimate()
+        est = estimate_memory(cfg)
         head = f"Out of memory: this set-up needs about {est.total_gib:.1f} GiB (ftlab's estimate).{free}"
     except Exception:  # an unknown model offline: still give the fixes
         head = f"Out of memory.{free}"
@@ -55,7 +57,7 @@ def oom_message(cfg, error: BaseException) -> str:
         except ConfigError:  # this fix makes a set-up the config refuses (prefix tuning with gradient
             continue         # checkpointing, say): never suggest it
         try:
-            fixes.append(f"{label} (→ {changed.memory_estimate().total_gib:.1f} GiB)")
+            fixes.append(f"{label} (→ {estimate_memory(changed).total_gib:.1f} GiB)")
         except Exception:  # the estimate alone failed (an unknown model offline): the fix still stands
             fixes.append(label)
     tried = (f" Cheapest fixes first: {'; '.join(fixes)}." if fixes else

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 
 from ftlab.checkpoints import _PEFT_TYPES, _folder_arg
+from ftlab.method_table import METHODS
+from ftlab.methods import apply_method
 
 
 def describe_base(base) -> str:
@@ -58,7 +60,6 @@ def check_applied(model, cfg) -> None:
     methods, a plain one with trainable parameters for the others. ConfigError otherwise (finetune with
     apply=False can ask this before training, save_trained asks it before saving)."""
     from ftlab.errors import ConfigError
-    from ftlab.methods import METHODS
     method = METHODS[cfg.method]
     peft = hasattr(model, "peft_config")
     if method.peft_config is not None and not peft:
@@ -74,7 +75,7 @@ def check_applied(model, cfg) -> None:
             made = sorted(m for m, t in _PEFT_TYPES.items() if t in kinds)
             raise ConfigError("method", cfg.method, f"the method that made this model: it carries a "
                               f"{'/'.join(sorted(kinds))} adapter (method {' or '.join(made) or '?'})")
-    if method.name != "full" and not peft and not any(p.requires_grad for p in model.parameters()):
+    if not method.saves_whole_model and not peft and not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("model", type(model).__name__, f"a model with trained parameters: nothing in it is "
                           f"trainable, so there is nothing to train or save for method={cfg.method!r}")
 
@@ -133,7 +134,6 @@ def _expected_shapes(base, cfg, folder: str) -> dict | None:
             except Exception:
                 return None
             return {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model).items()}
-        from ftlab.methods import apply_method
         try:
             model = apply_method(shadow, cfg)
         except ValueError as e:  # bitfit on a base without biases, top_k beyond its blocks, ...
@@ -194,7 +194,7 @@ def check_trained(base, folder) -> tuple[str, dict, object]:
     trained_on = f"this {cfg.method} run was trained on model={cfg.model!r}"
     if os.path.exists(os.path.join(folder, "adapter_config.json")):
         weights = os.path.join(folder, "adapter_model.safetensors")
-    elif cfg.method == "full":
+    elif METHODS[cfg.method].saves_whole_model:
         return folder, saved, cfg  # a whole model: load_trained checks its config and weights as load_model does
     else:
         weights = os.path.join(folder, "trained.safetensors")

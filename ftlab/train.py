@@ -210,7 +210,8 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     import os
 
     from ftlab.errors import ConfigError
-    from ftlab.methods import apply_method, check_setup, save_trained
+    from ftlab.methods import apply_method, check_setup
+    from ftlab.trained import save_trained
     from ftlab.models import resolve_arch
     from ftlab.results import check_output_dir
     check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,

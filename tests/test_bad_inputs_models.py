@@ -188,35 +188,36 @@ def resolve_arch_of(value):
 
 def _lora_adapter(tmp, hidden=64):
     """A LoRA adapter trained (in name) on a tiny model of the given hidden size, saved as finetune saves it."""
-    from ftlab.methods import apply_method, save_trained
+    from ftlab.methods import apply_method
+    from ftlab.trained import save_trained
     cfg = TrainConfig(method="lora", lora_r=2, output_dir=str(tmp / "run"))
     return save_trained(apply_method(_tiny(hidden), cfg), str(tmp / "run" / "adapter"), cfg)
 
 
 def adapter_onto_other_base(tmp):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     return load_trained(_tiny(hidden=32), _lora_adapter(tmp, hidden=64))
 
 
 def adapter_onto_deeper_base(tmp):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     return load_trained(_tiny(hidden=64, layers=3), _lora_adapter(tmp, hidden=64))
 
 
 def folder_without_method_json(tmp):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     folder = _lora_adapter(tmp)
     os.remove(os.path.join(folder, "ftlab_method.json"))
     return load_trained(_tiny(64), folder)
 
 
 def trained_folder_missing(tmp):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     return load_trained(_tiny(64), str(tmp / "run" / "adapter"))
 
 
 def method_json_damaged(tmp):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     folder = _lora_adapter(tmp)
     with open(os.path.join(folder, "ftlab_method.json"), "w") as f:
         f.write('{"method": "lora"')
@@ -224,31 +225,33 @@ def method_json_damaged(tmp):
 
 
 def adapter_weights_missing(tmp):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     folder = _lora_adapter(tmp)
     os.remove(os.path.join(folder, "adapter_model.safetensors"))
     return load_trained(_tiny(64), folder)
 
 
 def base_is_the_pair(tmp):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     return load_trained((_tiny(64), _tok()), _lora_adapter(tmp))
 
 
 def save_without_config(tmp):
-    from ftlab.methods import apply_method, save_trained
+    from ftlab.methods import apply_method
+    from ftlab.trained import save_trained
     cfg = TrainConfig(method="lora", lora_r=2, output_dir=str(tmp / "run"))
     return save_trained(apply_method(_tiny(64), cfg), str(tmp / "out"), cfg.to_dict())
 
 
 def save_lora_model_as_ia3(tmp):
-    from ftlab.methods import apply_method, save_trained
+    from ftlab.methods import apply_method
+    from ftlab.trained import save_trained
     model = apply_method(_tiny(64), TrainConfig(method="lora", lora_r=2, output_dir=str(tmp / "run")))
     return save_trained(model, str(tmp / "out"), TrainConfig(method="ia3", output_dir=str(tmp / "run")))
 
 
 def save_unapplied_model(tmp):
-    from ftlab.methods import save_trained
+    from ftlab.trained import save_trained
     return save_trained(_tiny(64), str(tmp / "out"), TrainConfig(method="lora", output_dir=str(tmp / "run")))
 
 
@@ -331,9 +334,9 @@ def calc_config(**changes):
 
 def counted(arch, method, **kw):
     def f(tmp):
-        from ftlab.memory import trainable_parameters
+        from ftlab.memory import count_trainable
         from ftlab.models import resolve_arch
-        return trainable_parameters(resolve_arch(SMOL) if arch == "smol" else arch, method, **kw)
+        return count_trainable(resolve_arch(SMOL) if arch == "smol" else arch, method, **kw)
     return f
 
 
@@ -385,7 +388,8 @@ def _prompt_model(tmp):
 
 def nearest(model="prompt", **kw):
     def f(tmp):
-        from ftlab.methods import apply_method, nearest_vocabulary_tokens
+        from ftlab.methods import apply_method
+        from ftlab.analysis import nearest_vocabulary_tokens
         m = {"prompt": lambda: _prompt_model(tmp), "plain": _tiny,
              "lora": lambda: apply_method(_tiny(), _cfg(tmp, lora_r=2))}[model]()
         return nearest_vocabulary_tokens(m, _tok(), **kw)
@@ -701,7 +705,7 @@ def test_tilde_is_expanded_everywhere(tmp_path, monkeypatch):
 
 
 def test_an_adapter_reloads_onto_its_own_base(tmp_path):
-    from ftlab.methods import load_trained
+    from ftlab.trained import load_trained
     model = load_trained(_tiny(64), _lora_adapter(tmp_path, hidden=64))
     assert hasattr(model, "peft_config")
 
@@ -750,14 +754,14 @@ def test_oom_never_suggests_a_fix_the_config_refuses():
 
 
 def test_the_calculator_takes_shortcuts_names_and_qlora_at_its_bits():
-    from ftlab.memory import estimate_memory, trainable_parameters
+    from ftlab.memory import count_trainable, estimate_memory
     from ftlab.models import PRESETS
     qv = estimate_memory(SMOL, lora_targets="q,v").trainable_params
     assert qv == estimate_memory(SMOL, lora_targets=["q_proj", "v_proj"]).trainable_params
     assert qv == estimate_memory(SMOL, lora_targets="q_proj, v_proj").trainable_params  # names with commas, as before
     assert estimate_memory(SMOL, lora_targets="q").trainable_params * 2 > qv
-    assert trainable_parameters(SMOL, "lora") == trainable_parameters(PRESETS[SMOL].arch, "lora") > 0
-    assert trainable_parameters(SMOL, "inference") == 0
+    assert count_trainable(SMOL, "lora") == count_trainable(PRESETS[SMOL].arch, "lora") > 0
+    assert count_trainable(SMOL, "inference") == 0
     # qlora without bits: 4 bits, as before; with bits=4: the same
     assert estimate_memory(SMOL, method="qlora").components == estimate_memory(SMOL, method="qlora", bits=4).components
     assert estimate_memory(SMOL, method="top_k", top_k_layers=30).trainable_params > 0
@@ -810,7 +814,8 @@ def test_write_results_leaves_no_temporary_file_when_writing_fails(tmp_path, mon
 
 
 def test_refused_methods_leave_the_model_as_it_was(tmp_path):
-    from ftlab.methods import apply_method, nearest_vocabulary_tokens
+    from ftlab.methods import apply_method
+    from ftlab.analysis import nearest_vocabulary_tokens
     model = _tiny()
     before = [type(m).__name__ for m in model.modules()]
     for kw in (dict(method="adapter", adapter_size=1000), dict(method="top_k", top_k_layers=5), dict(lora_r=200),

@@ -5,7 +5,7 @@ import statistics
 import pytest
 
 from ftlab.calibration import compare
-from ftlab.memory import GPUS, estimate_memory, max_batch_size, max_seq_len, trainable_parameters
+from ftlab.memory import GPUS, estimate_memory, max_batch_size, max_seq_len, count_trainable
 from ftlab.models import PRESETS
 
 
@@ -21,10 +21,10 @@ def test_measured_rows_within_10_percent_and_5_at_the_median(which, rows):
 
 def test_trainable_parameter_counts_match_peft():
     # peft's counts, as measured in the calibration rows
-    assert trainable_parameters(PRESETS["qwen2.5-0.5b-instruct"].arch, "lora", 16) == 8_798_208
-    assert trainable_parameters(PRESETS["qwen2.5-0.5b-instruct"].arch, "lora", 16, ["q_proj", "v_proj"]) == 1_081_344
-    assert trainable_parameters(PRESETS["llama-3.2-1b"].arch, "lora", 64) == 45_088_768
-    assert trainable_parameters(PRESETS["qwen2.5-0.5b-instruct"].arch, "prompt_tuning", num_virtual_tokens=20) == 17_920
+    assert count_trainable(PRESETS["qwen2.5-0.5b-instruct"].arch, "lora", 16) == 8_798_208
+    assert count_trainable(PRESETS["qwen2.5-0.5b-instruct"].arch, "lora", 16, ["q_proj", "v_proj"]) == 1_081_344
+    assert count_trainable(PRESETS["llama-3.2-1b"].arch, "lora", 64) == 45_088_768
+    assert count_trainable(PRESETS["qwen2.5-0.5b-instruct"].arch, "prompt_tuning", num_virtual_tokens=20) == 17_920
 
 
 def test_components_add_up_and_trl_holds_no_logits():

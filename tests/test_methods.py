@@ -7,13 +7,14 @@ import torch
 
 from ftlab.config import TrainConfig
 from ftlab.data import load_records, to_prompt_completion
-from ftlab.methods import METHODS, apply_method, load_trained, trainable_parameters
+from ftlab.memory import count_trainable
+from ftlab.methods import METHODS, apply_method, trainable_parameters
+from ftlab.trained import load_trained
 from ftlab.train import finetune
 
-# what each method may change (parameter names as the wrapped model names them)
-OWN = {"full": r".", "lora": r"lora_", "dora": r"lora_", "qlora": r"lora_", "lora8": r"lora_", "ia3": r"ia3_",
-       "prompt_tuning": r"prompt_encoder", "prefix_tuning": r"prompt_encoder", "p_tuning": r"prompt_encoder",
-       "bitfit": r"\.bias$", "ln_tuning": r"ln_tuning_layers", "top_k": r"layers\.2\.", "adapter": r"\.adapter\."}
+# what each method may change (parameter names as the wrapped model names them): its row's pattern; top_k, on
+# the 3-layer model with top_k_layers=1, the last block only
+OWN = {**{m: row.trains for m, row in METHODS.items()}, "lora8": METHODS["lora"].trains, "top_k": r"layers\.2\."}
 CASES = [m for m in METHODS] + ["lora8"]
 
 
@@ -43,7 +44,7 @@ def test_method_trains_only_its_parameters_and_reloads(case, tokenizer, tmp_path
                       max_steps=2, batch_size=2, seq_len=64, learning_rate=1e-2, output_dir=str(tmp_path / "run"))
     model = apply_method(base, cfg)
     n_train, n_total = trainable_parameters(model)
-    assert n_train == METHODS[method].trainable_count(cfg, base.config)
+    assert n_train == count_trainable(base.config, cfg)
     assert 0 < n_train <= n_total
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     data = to_prompt_completion(load_records("definitions", "train", n=4))
@@ -133,7 +134,7 @@ def test_comparison_scores_a_shared_base_once(tiny_model, tokenizer, tmp_path):
 
 def test_nearest_vocabulary_tokens_finds_the_tokens_a_prompt_was_set_to(tiny_model, tokenizer, tmp_path):
     import torch
-    from ftlab.methods import nearest_vocabulary_tokens
+    from ftlab.analysis import nearest_vocabulary_tokens
     model = apply_method(tiny_model, TrainConfig(method="prompt_tuning", num_virtual_tokens=4, output_dir=str(tmp_path)))
     ids = tokenizer(" define the word", add_special_tokens=False)["input_ids"][:4]
     emb = model.get_input_embeddings().weight

@@ -12,7 +12,8 @@ from ftlab.config import TrainConfig
 from ftlab.data import load_records, to_prompt_completion
 from ftlab.checkpoints import checkpoint_for, save_checkpoint
 from ftlab.guard import NonFiniteLoss, OutOfMemory
-from ftlab.methods import apply_method, load_trained
+from ftlab.methods import apply_method
+from ftlab.trained import load_trained
 from ftlab.report import ReportCallback
 from ftlab.train import finetune
 

@@ -14,7 +14,7 @@ import ipywidgets as W
 
 from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, ConfigError, TrainConfig
 from ftlab.errors import FtlabError
-from ftlab.memory import GPUS
+from ftlab.memory import GPUS, estimate_memory
 from ftlab.methods import METHOD_KNOBS, METHODS, check_setup
 from ftlab.models import PRESETS
 from ftlab.results import inside
@@ -128,7 +128,7 @@ class ConfigPanel:
                               f"a usual learning rate for {html.escape(c.method)}: {m.lr:g} · "
                               f"saves to {html.escape(c.output_dir)}</span>")
         try:
-            e = self.estimate = c.memory_estimate()
+            e = self.estimate = estimate_memory(c)
         except Exception as err:  # e.g. a hub id whose config can't be read offline
             self.estimate = None
             self.estimate_readout.value = f"<span style='color:#b00020'>memory estimate unavailable: {html.escape(str(err))}</span>"

@@ -1,0 +1,180 @@
+"""The set-up the calculator estimates, checked once: `Setup.build(model, **arguments)` checks every argument
+(ConfigError names the field) and resolves the architecture; `setup_for(cfg)` makes one from a TrainConfig.
+ftlab.memory's steps read a Setup instead of fourteen keyword arguments."""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from dataclasses import dataclass, field, replace
+
+from ftlab.choices import BITS, OPTIMIZERS, TRAINERS
+from ftlab.config import TrainConfig
+from ftlab.errors import ConfigError, check_bool, check_choice, check_int, check_strings, check_text
+from ftlab.gpus import GPUS
+from ftlab.method_table import INFERENCE, LORA, METHODS, Method
+from ftlab.models import Arch, resolve_arch
+from ftlab.shapes import Stream
+
+# The arguments a Setup is built from (estimate_memory's, max_batch_size's, max_seq_len's), with their defaults.
+DEFAULTS = dict(method=LORA.name, bits=None, lora_r=16, lora_targets="all-linear", num_virtual_tokens=20, batch_size=4,
+                seq_len=512, gradient_checkpointing=False, optimizer="adamw", gpu=None, trainer="trl",
+                adapter_size=64, top_k_layers=2)
+
+# Architectures the calculator must not take for a decoder: an encoder has no causal LM head and attends both
+# ways; an encoder-decoder has two stacks. Estimating them with the decoder formula would give a wrong number.
+NOT_DECODERS = ("bert", "roberta", "distilbert", "albert", "electra", "deberta", "deberta-v2", "xlm-roberta",
+                "mpnet", "camembert", "modernbert", "t5", "mt5", "bart", "mbart", "pegasus", "whisper")
+
+
+@dataclass(frozen=True)
+class Setup:
+    arch: Arch
+    method: Method
+    bits: int
+    lora_r: int
+    lora_targets: object
+    num_virtual_tokens: int
+    adapter_size: int
+    top_k_layers: int
+    batch_size: int
+    seq_len: int
+    gradient_checkpointing: bool
+    optimizer: str
+    gpu: str | None
+    trainer: str
+    mods: list = field(default_factory=list)   # the LoRA-style targets, resolved against the architecture
+
+    @property
+    def train(self) -> bool:
+        return self.method is not INFERENCE
+
+    @property
+    def kbit(self) -> bool:          # prepare_model_for_kbit_training ran
+        return self.bits in (8, 4) and self.train
+
+    @property
+    def stream(self) -> Stream:      # TRL trains under bf16 autocast; bits=32 means mixed precision
+        return Stream(autocast=self.trainer == "trl" or self.bits == 32, fp32_stream=self.kbit or self.bits == 32)
+
+    @property
+    def virtual(self) -> int:        # positions the method puts before the input
+        return self.num_virtual_tokens if self.method.virtual_tokens else 0
+
+    @property
+    def tokens(self) -> int:         # tokens in one step
+        return self.batch_size * (self.seq_len + self.virtual)
+
+    @property
+    def trainable_params(self) -> int:
+        return self.method.count(self.arch, self) if self.train else 0
+
+    @classmethod
+    def build(cls, model, **kw) -> "Setup":
+        check_keywords(kw)  # a misspelt argument (lora_rank=8) is named, with the nearest, never dropped
+        a = {**DEFAULTS, **kw}
+        method = row(a["method"])
+        bits = check_choice("bits", (method.needs_bits or 16) if a["bits"] is None else a["bits"], BITS)
+        if method.needs_bits and bits != method.needs_bits:
+            raise ConfigError("bits", bits, f"{method.needs_bits} with method={method.name!r} (QLoRA is LoRA on a "
+                              "4-bit base; LoRA on an 8-bit base is method='lora', bits=8)")
+        sizes = {k: check_int(k, a[k], 1) for k in ("lora_r", "batch_size", "seq_len", "num_virtual_tokens",
+                                                    "adapter_size", "top_k_layers")}
+        checkpointing = check_bool("gradient_checkpointing", a["gradient_checkpointing"])
+        optimizer = check_choice("optimizer", a["optimizer"], OPTIMIZERS)
+        trainer = check_choice("trainer", a["trainer"], TRAINERS)
+        gpu = None if a["gpu"] is None else check_choice("gpu", a["gpu"], GPUS)
+        targets = a["lora_targets"] if isinstance(a["lora_targets"], str) else check_strings("lora_targets",
+                                                                                               a["lora_targets"])
+        setup = cls(arch=None, method=method, bits=bits, lora_targets=targets, gradient_checkpointing=checkpointing,
+                    optimizer=optimizer, gpu=gpu, trainer=trainer, **sizes)
+        if model is None or isinstance(model, (int, float, bool, list, tuple)):
+            raise ConfigError("model", model, "a preset name, hub id, local folder or a transformers config")
+        if isinstance(model, str):
+            check_text("model", model)
+        if bits in (8, 4) and method.trains_base:
+            raise ConfigError("bits", bits, f"16 or 32 with method={method.name!r}: quantised weights cannot be "
+                              "trained directly")
+        return setup._on(as_arch(model, "model"))
+
+    def _on(self, arch: Arch) -> "Setup":
+        """This set-up on `arch`, its sizes checked against the architecture."""
+        if self.seq_len + self.virtual > arch.max_positions:
+            raise ConfigError("seq_len", self.seq_len, f"at most {arch.max_positions - self.virtual} for this model "
+                              f"(max_position_embeddings={arch.max_positions})")
+        fitted = self.method.fits_arch(arch, self) if self.method.fits_arch else []
+        return replace(self, arch=arch, mods=fitted)
+
+
+def row(method) -> Method:
+    """The method table's row for a method name (the calculator also takes "inference")."""
+    name = check_choice("method", method, [*METHODS, INFERENCE.name])
+    return INFERENCE if name == INFERENCE.name else METHODS[name]
+
+
+def setup_for(cfg: TrainConfig, trainer: str = "trl") -> Setup:
+    """The calculator's set-up for a TrainConfig (validated again: a field may have changed after creation)."""
+    cfg.validate()
+    return Setup.build(cfg.model, **setup_arguments(cfg), trainer=trainer)
+
+
+def setup_arguments(cfg: TrainConfig) -> dict:
+    """A TrainConfig's fields as the calculator's arguments (gpu included)."""
+    return dict(method=cfg.method, bits=cfg.effective_bits, lora_r=cfg.lora_r, lora_targets=cfg.target_modules,
+                num_virtual_tokens=cfg.num_virtual_tokens, adapter_size=cfg.adapter_size,
+                top_k_layers=cfg.top_k_layers, batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                gradient_checkpointing=cfg.gradient_checkpointing, optimizer=cfg.optimizer, gpu=cfg.gpu)
+
+
+def check_keywords(kw: dict) -> None:
+    """Every keyword is a calculator argument; a misspelt one (lora_rank=8) is refused with the nearest."""
+    names = [n for n in DEFAULTS if n != "gpu"]
+    for k in kw:
+        if k not in DEFAULTS:
+            near = difflib.get_close_matches(str(k), names, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            raise ConfigError(str(k), kw[k], f"{hint}it is not an estimate_memory argument; the arguments are {names}")
+
+
+def as_arch(value, field: str = "arch") -> Arch:
+    """An ftlab.models.Arch as given, or read by resolve_arch from a preset name, hub id, local folder or
+    transformers config (or its dict); anything else is refused with ConfigError naming `field`. An encoder or
+    encoder-decoder config is refused: the decoder formula would misstate its memory."""
+    if isinstance(value, Arch):
+        return value
+    if isinstance(value, str):
+        check_text(field, value)
+    if isinstance(value, (str, os.PathLike, dict)) or callable(getattr(value, "to_dict", None)):
+        refuse_non_decoder(value)
+        return resolve_arch(value)
+    hint = " (for a loaded model: resolve_arch(model.config))" if hasattr(value, "config") else ""
+    raise ConfigError(field, value if value is None or isinstance(value, (int, float, list, tuple)) else
+                      f"a {type(value).__name__}", "an ftlab.models.Arch, or a preset name, hub id, local folder or "
+                      f"transformers config that resolve_arch reads{hint}")
+
+
+def _config_dict(model) -> dict | None:
+    if isinstance(model, dict):
+        return model
+    if hasattr(model, "to_dict") and not isinstance(model, (str, os.PathLike)):
+        return model.to_dict()
+    path = os.path.join(os.path.expanduser(str(model)), "config.json")
+    if os.path.isfile(path):
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None  # resolve_arch reads it again and says what is wrong
+    return None
+
+
+def refuse_non_decoder(model) -> None:
+    """A config (object, dict, or a local folder's config.json) of an encoder or encoder-decoder is refused."""
+    d = _config_dict(model)
+    if not isinstance(d, dict):
+        return
+    kind = d.get("model_type")
+    if kind in NOT_DECODERS or d.get("is_encoder_decoder"):
+        raise ConfigError("model", kind or model, "a decoder-only causal language model (Llama, Qwen2, Gemma, "
+                          f"Mistral, ...): this config is {'an encoder-decoder' if d.get('is_encoder_decoder') else 'an encoder'} "
+                          f"({kind!r}), whose memory the decoder formula would misstate")
