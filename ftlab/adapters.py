@@ -15,6 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ftlab.errors import ConfigError, check_int
+from ftlab.shapes import check_adapter_size
+
 # Where the adapters go, by Llama module names: the sub-layer outputs that feed a residual addition.
 ADAPTER_AFTER = ("o_proj", "down_proj")
 
@@ -49,28 +52,26 @@ class AdaptedLinear(nn.Module):
         return self.adapter(self.base(x))
 
 
-def adapter_targets(model: nn.Module) -> list:
+def adapter_targets(model: nn.Module, method: str = "adapter") -> list:
     """[(name, module)] the adapters go after: every attention output and MLP output (by Llama names).
-    ConfigError (field method) when the model has none."""
+    ConfigError (field method, showing `method`: the name of the method row that asked, "adapter" by default)
+    when the model has none."""
     targets = [(name, mod) for name, mod in model.named_modules() if name.rsplit(".", 1)[-1] in ADAPTER_AFTER]
     if not targets:
-        from ftlab.errors import ConfigError
-        raise ConfigError("method", "adapter", f"a method this model can train: it has no {list(ADAPTER_AFTER)} "
+        raise ConfigError("method", method, f"a method this model can train: it has no {list(ADAPTER_AFTER)} "
                           "modules to put adapters after (ftlab places them by Llama-style module names)")
     return targets
 
 
-def add_adapters(model: nn.Module, bottleneck: int) -> int:
+def add_adapters(model: nn.Module, bottleneck: int, method: str = "adapter") -> int:
     """Freeze `model` and insert an adapter after every attention output and MLP output; returns how many.
     Everything is checked before the model changes: `bottleneck` is an integer from 1 to the hidden size
-    (ConfigError naming adapter_size)."""
-    from ftlab.errors import ConfigError, check_int
-    from ftlab.shapes import check_adapter_size
+    (ConfigError naming adapter_size). `method`: the name of the method row that asked (see adapter_targets)."""
     if not isinstance(model, nn.Module):
         raise ConfigError("model", model if model is None else f"a {type(model).__name__}",
                           "a transformers model (load_model or load_for returns one)")
     bottleneck = check_int("adapter_size", bottleneck, 1)
-    targets = adapter_targets(model)
+    targets = adapter_targets(model, method)
     check_adapter_size(bottleneck, min(mod.out_features for _, mod in targets))
     for p in model.parameters():
         p.requires_grad = False

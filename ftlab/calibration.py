@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from ftlab.memory import estimate_memory
+from ftlab.method_table import INFERENCE, METHODS
 
 MEASURED = Path(__file__).resolve().parent / "measured"
 FILES = {"shared": "h100_shared_2026-11-22.jsonl", "ftlab": "h100_ftlab_2026-11-22.jsonl"}
@@ -16,7 +17,8 @@ ARCH = {"smollm2-135m": "smollm2-135m-instruct", "smollm2-1.7b": "smollm2-1.7b-i
         "qwen2.5-0.5b": "qwen2.5-0.5b-instruct", "qwen2.5-1.5b": "qwen2.5-1.5b-instruct",
         "llama-3.2-1b": "llama-3.2-1b", "llama-3.2-3b": "llama-3.2-3b", "llama-3.1-8b": "llama-3.1-8b",
         "mistral-7b": "mistral-7b-instruct-v0.3", "gemma-3-270m": "gemma-3-270m"}
-METHOD = {"infer": "inference", "prompt": "prompt_tuning", "prefix": "prefix_tuning", "qdora": "dora"}
+# the measurement files' names for a method -> ftlab's (each row's aliases, e.g. "qdora" for dora)
+METHOD = {alias: m.name for m in (INFERENCE, *METHODS.values()) for alias in m.aliases}
 
 
 def load_rows(which: str = "shared") -> list[dict]:

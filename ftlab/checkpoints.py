@@ -8,9 +8,16 @@ run's TrainConfig (ftlab_config.json).
 """
 from __future__ import annotations
 
+import json
 import os
 
+import torch
+
+from ftlab.config import TrainConfig
+from ftlab.errors import CheckpointError, ConfigError, FtlabError
 from ftlab.method_table import METHOD_KNOBS, METHODS
+from ftlab.models.loading import _model_key
+from ftlab.results import atomic_dir
 
 
 CHECKPOINT = "checkpoint"  # output_dir/checkpoint: the latest resumable state of a run
@@ -22,11 +29,6 @@ RUN_CONFIG = "ftlab_config.json"  # in a checkpoint: the TrainConfig of the run 
 def save_checkpoint(trainer, folder, cfg=None) -> str:
     """Everything needed to resume, atomically: weights (safetensors), optimizer, scheduler, trainer state,
     and (given `cfg`) the run's TrainConfig, so that a resume by another set-up is refused (check_resumable)."""
-    import json
-
-    import torch
-
-    from ftlab.results import atomic_dir
     with atomic_dir(folder) as tmp:
         trainer.save_model(tmp)  # transformers/peft: safetensors
         if trainer.optimizer is not None:
@@ -71,7 +73,6 @@ def _value(cfg, name: str):
     if name == "bits":
         return cfg.effective_bits
     if name == "model":
-        from ftlab.models.loading import _model_key
         return _model_key(cfg.model)
     if name == "lora_targets":
         return cfg.target_modules
@@ -83,10 +84,6 @@ def check_resumable(cfg, checkpoint) -> str:
     valid JSON with its step and loss history, the weights, the optimizer state) written by a run of the same
     set-up as `cfg` (model, method, bits, the method's knobs, optimizer, dataset). Raises CheckpointError naming
     the field that differs, or the damaged file. Returns the checkpoint folder."""
-    import json
-
-    from ftlab.config import TrainConfig
-    from ftlab.errors import CheckpointError, ConfigError, FtlabError
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "the TrainConfig of the run to resume")
     folder = _folder_arg(checkpoint, "checkpoint", "the run's output_dir/checkpoint (a Stop writes it)")
@@ -94,72 +91,96 @@ def check_resumable(cfg, checkpoint) -> str:
         raise CheckpointError(f"checkpoint={folder!r}: no such folder (a Stop writes one to output_dir/{CHECKPOINT}); "
                               "start the run without resume=True.", field="checkpoint")
     holds = sorted(os.listdir(folder))
-    redo = "the checkpoint is damaged: start the run again without resume=True (or restore the folder)"
+    _check_trainer_state(folder, holds)
+    _check_weights_and_optimizer(folder, holds)
+    run_file = os.path.join(folder, RUN_CONFIG)
+    if os.path.isfile(run_file):
+        _check_same_setup(cfg, folder, _read_run_config(folder, run_file))
+    else:  # a checkpoint without the run's config (written before it was saved): what its weights tell
+        _check_adapter_writer(cfg, folder)
+    return folder
+
+
+_REDO = "the checkpoint is damaged: start the run again without resume=True (or restore the folder)"
+_AGAIN = ("Resume with {field}={saved!r} (as the checkpoint's run), or start afresh: resume=False, or another "
+          "output_dir.")
+
+
+def _check_trainer_state(folder: str, holds: list[str]) -> None:
+    """trainer_state.json is there, valid JSON, and holds the step count and the loss history."""
     state_file = os.path.join(folder, "trainer_state.json")
     if not os.path.isfile(state_file):
         raise CheckpointError(f"checkpoint={folder!r}: trainer_state.json is missing (the folder holds "
-                              f"{holds[:10] or 'nothing'}); {redo}.", field="trainer_state.json")
+                              f"{holds[:10] or 'nothing'}); {_REDO}.", field="trainer_state.json")
     try:
         with open(state_file) as f:
             state = json.load(f)
     except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint={folder!r}: trainer_state.json is not valid JSON ({e}); {redo}.",
+        raise CheckpointError(f"checkpoint={folder!r}: trainer_state.json is not valid JSON ({e}); {_REDO}.",
                               field="trainer_state.json") from None
-    problem = None
-    if not isinstance(state, dict):
-        problem = f"it holds a {type(state).__name__}, not the Trainer's state object"
-    elif not isinstance(state.get("log_history"), list):
-        problem = "it has no log_history list (the loss curve so far)"
-    elif not isinstance(state.get("global_step"), int) or isinstance(state.get("global_step"), bool):
-        problem = f"its global_step is {state.get('global_step')!r}, not a step count"
-    else:
-        for i, h in enumerate(state["log_history"]):
-            if not isinstance(h, dict) or (("loss" in h or "eval_loss" in h) and not isinstance(h.get("step"), int)):
-                problem = f"log_history entry {i} ({str(h)[:80]}) has no step number"
-                break
-            for k in ("loss", "eval_loss"):
-                if k in h and (isinstance(h[k], bool) or not isinstance(h[k], (int, float))):
-                    problem = f"log_history entry {i} has {k}={h[k]!r}, not a number"
-                    break
-            if problem:
-                break
+    problem = _state_problem(state)
     if problem:
-        raise CheckpointError(f"checkpoint={folder!r}: trainer_state.json is damaged: {problem}; {redo}.",
+        raise CheckpointError(f"checkpoint={folder!r}: trainer_state.json is damaged: {problem}; {_REDO}.",
                               field="trainer_state.json")
+
+
+def _state_problem(state) -> str | None:
+    """What is wrong with the Trainer's state object (None if nothing)."""
+    if not isinstance(state, dict):
+        return f"it holds a {type(state).__name__}, not the Trainer's state object"
+    if not isinstance(state.get("log_history"), list):
+        return "it has no log_history list (the loss curve so far)"
+    if not isinstance(state.get("global_step"), int) or isinstance(state.get("global_step"), bool):
+        return f"its global_step is {state.get('global_step')!r}, not a step count"
+    for i, h in enumerate(state["log_history"]):
+        if not isinstance(h, dict) or (("loss" in h or "eval_loss" in h) and not isinstance(h.get("step"), int)):
+            return f"log_history entry {i} ({str(h)[:80]}) has no step number"
+        for k in ("loss", "eval_loss"):
+            if k in h and (isinstance(h[k], bool) or not isinstance(h[k], (int, float))):
+                return f"log_history entry {i} has {k}={h[k]!r}, not a number"
+    return None
+
+
+def _check_weights_and_optimizer(folder: str, holds: list[str]) -> None:
     if not any(h.endswith(".safetensors") for h in holds):
         raise CheckpointError(f"checkpoint={folder!r}: no weights (*.safetensors; the folder holds {holds[:10]}); "
-                              f"{redo}.", field="checkpoint")
+                              f"{_REDO}.", field="checkpoint")
     if "optimizer.pt" not in holds:
         raise CheckpointError(f"checkpoint={folder!r}: optimizer.pt is missing, so the optimizer would restart from "
-                              f"zero while the step count goes on; {redo}.", field="optimizer.pt")
-    again = ("Resume with {field}={saved!r} (as the checkpoint's run), or start afresh: resume=False, or another "
-             "output_dir.")
-    run_file = os.path.join(folder, RUN_CONFIG)
-    if os.path.isfile(run_file):
-        try:
-            with open(run_file) as f:
-                saved = TrainConfig.from_params(json.load(f)["config"])
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            if isinstance(e, FtlabError):
-                msg = str(e)
-            else:
-                msg = f"{type(e).__name__}: {e}"
-            raise CheckpointError(f"checkpoint={folder!r}: {RUN_CONFIG} is damaged ({msg}); {redo}.",
-                                  field=RUN_CONFIG) from None
-        for name in _RESUME_FIELDS:
-            if not (_relevant(cfg, name) or _relevant(saved, name)):
-                continue
-            mine, theirs = _value(cfg, name), _value(saved, name)
-            if mine != theirs:
-                shown_theirs = saved.effective_bits if name == "bits" else getattr(saved, name)
-                shown_mine = cfg.effective_bits if name == "bits" else getattr(cfg, name)
-                raise CheckpointError(f"{name}: the checkpoint in {folder!r} was saved by {name}={shown_theirs!r}; "
-                                      f"this run is {name}={shown_mine!r}. "
-                                      + again.format(field=name, saved=shown_theirs), field=name)
-        return folder
-    # a checkpoint without the run's config (written before it was saved): what its weights tell
+                              f"zero while the step count goes on; {_REDO}.", field="optimizer.pt")
+
+
+def _read_run_config(folder: str, run_file: str) -> TrainConfig:
+    """The TrainConfig of the run that wrote the checkpoint (CheckpointError if its file is damaged)."""
+    try:
+        with open(run_file) as f:
+            return TrainConfig.from_params(json.load(f)["config"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        if isinstance(e, FtlabError):
+            msg = str(e)
+        else:
+            msg = f"{type(e).__name__}: {e}"
+        raise CheckpointError(f"checkpoint={folder!r}: {RUN_CONFIG} is damaged ({msg}); {_REDO}.",
+                              field=RUN_CONFIG) from None
+
+
+def _check_same_setup(cfg, folder: str, saved) -> None:
+    """Every field a resume must share (_RESUME_FIELDS) is the same in `cfg` as in the checkpoint's run."""
+    for name in _RESUME_FIELDS:
+        if not (_relevant(cfg, name) or _relevant(saved, name)):
+            continue
+        mine, theirs = _value(cfg, name), _value(saved, name)
+        if mine != theirs:
+            shown_theirs = saved.effective_bits if name == "bits" else getattr(saved, name)
+            shown_mine = cfg.effective_bits if name == "bits" else getattr(cfg, name)
+            raise CheckpointError(f"{name}: the checkpoint in {folder!r} was saved by {name}={shown_theirs!r}; "
+                                  f"this run is {name}={shown_mine!r}. "
+                                  + _AGAIN.format(field=name, saved=shown_theirs), field=name)
+
+
+def _check_adapter_writer(cfg, folder: str) -> None:
+    """Without the run's config: the peft adapter in the checkpoint (or its absence) must be what `cfg` trains."""
     adapter = os.path.join(folder, "adapter_config.json")
-    peft_type = _PEFT_TYPES.get(cfg.method)
     if os.path.isfile(adapter):
         try:
             with open(adapter) as f:
@@ -167,7 +188,7 @@ def check_resumable(cfg, checkpoint) -> str:
             saved_type = str(acfg["peft_type"]).upper()
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"checkpoint={folder!r}: adapter_config.json is damaged ({type(e).__name__}: {e}); "
-                                  f"{redo}.", field="adapter_config.json") from None
+                                  f"{_REDO}.", field="adapter_config.json") from None
         writers = _writers(saved_type, acfg)
         if cfg.method not in writers:
             theirs = " or ".join(writers) or saved_type.lower()
@@ -175,22 +196,26 @@ def check_resumable(cfg, checkpoint) -> str:
                                   f"{saved_type} adapter); this run is method={cfg.method!r}. Resume with the "
                                   "checkpoint's method, or start afresh: resume=False, or another output_dir.",
                                   field="method")
-        checks = []
-        if saved_type == "LORA":
-            checks = [("lora_r", acfg.get("r"), cfg.lora_r), ("lora_alpha", acfg.get("lora_alpha"), cfg.lora_alpha)]
-        elif saved_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
-            checks = [("num_virtual_tokens", acfg.get("num_virtual_tokens"), cfg.num_virtual_tokens)]
-        for name, theirs, mine in checks:
-            if theirs is not None and theirs != mine:
-                raise CheckpointError(f"{name}: the checkpoint in {folder!r} was saved by {name}={theirs!r}; this run "
-                                      f"is {name}={mine!r}. " + again.format(field=name, saved=theirs), field=name)
-    elif peft_type is not None:
+        _check_adapter_knobs(cfg, folder, saved_type, acfg)
+    elif _PEFT_TYPES.get(cfg.method) is not None:
         own = ", ".join(m.name for m in METHODS.values() if not m.peft_type)
         raise CheckpointError(f"method: the checkpoint in {folder!r} holds no peft adapter (it was saved by a "
                               f"{own} run); this run is "
                               f"method={cfg.method!r}. Resume with the checkpoint's method, or start afresh: "
                               "resume=False, or another output_dir.", field="method")
-    return folder
+
+
+def _check_adapter_knobs(cfg, folder: str, saved_type: str, acfg: dict) -> None:
+    """The knobs a peft adapter_config.json records (rank and alpha; virtual tokens) match `cfg`."""
+    checks = []
+    if saved_type == "LORA":
+        checks = [("lora_r", acfg.get("r"), cfg.lora_r), ("lora_alpha", acfg.get("lora_alpha"), cfg.lora_alpha)]
+    elif saved_type in ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING"):
+        checks = [("num_virtual_tokens", acfg.get("num_virtual_tokens"), cfg.num_virtual_tokens)]
+    for name, theirs, mine in checks:
+        if theirs is not None and theirs != mine:
+            raise CheckpointError(f"{name}: the checkpoint in {folder!r} was saved by {name}={theirs!r}; this run "
+                                  f"is {name}={mine!r}. " + _AGAIN.format(field=name, saved=theirs), field=name)
 
 
 def _writers(saved_type: str, acfg: dict) -> list[str]:
@@ -206,7 +231,6 @@ _FLAGS = sorted({k for m in METHODS.values() for k in m.peft_flags})  # every fl
 
 def _folder_arg(folder, field: str = "folder", what: str = "the folder save_trained wrote, e.g. finetune's "
                 "result.saved_to (output_dir/adapter)") -> str:
-    from ftlab.errors import ConfigError
     if isinstance(folder, os.PathLike):
         folder = os.fspath(folder)
     if not isinstance(folder, str) or not folder.strip():

@@ -4,11 +4,22 @@ load_trained touches it), and the record of the base that save_trained writes be
 """
 from __future__ import annotations
 
+import copy
+import json
 import os
+import warnings
+from dataclasses import asdict
+
+import torch
+from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
+from safetensors import safe_open
 
 from ftlab.checkpoints import _PEFT_TYPES, _folder_arg
+from ftlab.config import TrainConfig
+from ftlab.errors import CheckpointError, ConfigError, FtlabError
 from ftlab.method_table import METHODS
 from ftlab.methods import apply_method
+from ftlab.models import arch_from_config
 
 
 def describe_base(base) -> str:
@@ -26,9 +37,6 @@ _ARCH_FIELDS = ("layers", "hidden", "intermediate", "heads", "kv_heads", "vocab"
 
 def base_record(model) -> dict:
     """What save_trained notes about the base a run trained on: its name and shape numbers (see _arch_differences)."""
-    from dataclasses import asdict
-
-    from ftlab.models import arch_from_config
     base = getattr(model, "get_base_model", lambda: model)()
     name = getattr(base, "name_or_path", "") or getattr(getattr(base, "config", None), "_name_or_path", "") or ""
     try:
@@ -46,7 +54,6 @@ def _arch_differences(recorded, base) -> list[str]:
     """'hidden: trained on 64, base 32' for each shape number that differs (none if either side is unknown)."""
     if not isinstance(recorded, dict):
         return []
-    from ftlab.models import arch_from_config
     try:
         mine = arch_from_config(base.config)
     except Exception:
@@ -59,7 +66,6 @@ def check_applied(model, cfg) -> None:
     """The model a run of `cfg` trains must be what apply_method(base, cfg) makes: a peft model for the peft
     methods, a plain one with trainable parameters for the others. ConfigError otherwise (finetune with
     apply=False can ask this before training, save_trained asks it before saving)."""
-    from ftlab.errors import ConfigError
     method = METHODS[cfg.method]
     peft = hasattr(model, "peft_config")
     if method.peft_config is not None and not peft:
@@ -82,9 +88,6 @@ def check_applied(model, cfg) -> None:
 
 def _shapes(path: str, folder: str, field: str = "folder") -> dict:
     """{name: shape} from a safetensors file's header (no tensor is read)."""
-    from safetensors import safe_open
-
-    from ftlab.errors import CheckpointError
     try:
         with safe_open(path, framework="pt") as f:
             return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -95,9 +98,6 @@ def _shapes(path: str, folder: str, field: str = "folder") -> dict:
 
 def _shadow(base):
     """An empty copy of `base` on the meta device (no memory, no weights): to build what a method adds to it."""
-    import copy
-
-    import torch
     with torch.device("meta"):
         return type(base)(copy.deepcopy(base.config))
 
@@ -105,9 +105,6 @@ def _shadow(base):
 def _expected_shapes(base, cfg, folder: str) -> dict | None:
     """{name: shape} the saved tensors must have to fit `base`, built on an empty copy; None if no copy can be made
     (a model class that cannot be built from its config alone): then the load itself has the last word."""
-    import warnings
-
-    from ftlab.errors import CheckpointError
     try:
         shadow = _shadow(base)
     except Exception:
@@ -115,7 +112,6 @@ def _expected_shapes(base, cfg, folder: str) -> dict | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if os.path.exists(os.path.join(folder, "adapter_config.json")):
-            from peft import PeftConfig, get_peft_model, get_peft_model_state_dict
             try:
                 pcfg = PeftConfig.from_pretrained(folder)
             except Exception as e:
@@ -147,13 +143,25 @@ def check_trained(base, folder) -> tuple[str, dict, object]:
     """Everything load_trained needs, checked before anything is put on `base`: the folder exists and is one
     save_trained wrote (ftlab_method.json, the weights), and what it holds fits `base` tensor by tensor. Returns
     (folder, saved ftlab_method.json, TrainConfig). Raises CheckpointError (field "folder" or "base")."""
-    import json
-
-    import torch
-
-    from ftlab.config import TrainConfig
-    from ftlab.errors import CheckpointError, ConfigError, FtlabError
     folder = _folder_arg(folder)
+    _check_base(base)
+    holds = _saved_folder(folder)
+    saved, cfg = _read_method_file(folder, holds)
+    if os.path.exists(os.path.join(folder, "adapter_config.json")):
+        weights = os.path.join(folder, "adapter_model.safetensors")
+    elif METHODS[cfg.method].saves_whole_model:
+        return folder, saved, cfg  # a whole model: load_trained checks its config and weights as load_model does
+    else:
+        weights = os.path.join(folder, "trained.safetensors")
+    if not os.path.isfile(weights):
+        raise CheckpointError(f"folder={folder!r}: {os.path.basename(weights)} is missing (it holds {holds[:10]}); "
+                              "the save is incomplete: save the run again.", field="folder")
+    _check_fits(base, folder, saved, cfg, weights)
+    return folder, saved, cfg
+
+
+def _check_base(base) -> None:
+    """`base` is a fresh transformers model: not a (model, tokenizer) pair, not one that carries an adapter."""
     if isinstance(base, tuple) and base and isinstance(base[0], torch.nn.Module):
         raise ConfigError("base", base, "the model alone: load_model returns (model, tokenizer), so pass "
                           "load_model(...)[0]")
@@ -162,14 +170,22 @@ def check_trained(base, folder) -> tuple[str, dict, object]:
     if hasattr(base, "peft_config"):
         raise CheckpointError("base: this model already carries a peft adapter; pass a fresh base from "
                               "load_model(...)[0] (load_trained puts the saved adapter on it)", field="base")
+
+
+def _saved_folder(folder: str) -> list[str]:
+    """What the folder holds (sorted names); CheckpointError if it is missing or a file."""
     if not os.path.exists(folder):
         raise CheckpointError(f"folder={folder!r}: no such folder. Pass the folder save_trained wrote, e.g. "
                               "finetune's result.saved_to (output_dir/adapter).", field="folder")
     if not os.path.isdir(folder):
         raise CheckpointError(f"folder={folder!r} is a file; pass the folder save_trained wrote (it holds "
                               "ftlab_method.json and the weights).", field="folder")
+    return sorted(os.listdir(folder))
+
+
+def _read_method_file(folder: str, holds: list[str]) -> tuple[dict, TrainConfig]:
+    """ftlab_method.json as save_trained wrote it, and the TrainConfig it holds."""
     meta = os.path.join(folder, "ftlab_method.json")
-    holds = sorted(os.listdir(folder))
     if not os.path.isfile(meta):
         hint = (" A peft adapter saved elsewhere loads with peft.PeftModel.from_pretrained(base, folder)."
                 if "adapter_config.json" in holds else "")
@@ -191,16 +207,12 @@ def check_trained(base, folder) -> tuple[str, dict, object]:
     except FtlabError as e:
         raise CheckpointError(f"folder={folder!r}: the config in ftlab_method.json is not valid ({e})",
                               field="folder") from None
+    return saved, cfg
+
+
+def _check_fits(base, folder: str, saved: dict, cfg, weights: str) -> None:
+    """Every saved tensor fits `base` (shapes built on an empty copy of it), and the recorded architecture is its."""
     trained_on = f"this {cfg.method} run was trained on model={cfg.model!r}"
-    if os.path.exists(os.path.join(folder, "adapter_config.json")):
-        weights = os.path.join(folder, "adapter_model.safetensors")
-    elif METHODS[cfg.method].saves_whole_model:
-        return folder, saved, cfg  # a whole model: load_trained checks its config and weights as load_model does
-    else:
-        weights = os.path.join(folder, "trained.safetensors")
-    if not os.path.isfile(weights):
-        raise CheckpointError(f"folder={folder!r}: {os.path.basename(weights)} is missing (it holds {holds[:10]}); "
-                              "the save is incomplete: save the run again.", field="folder")
     have = _shapes(weights, folder)
     want = _expected_shapes(base, cfg, folder)
     fix = f" Load it onto that base: load_trained(load_model({cfg.model!r})[0], folder)."
@@ -211,7 +223,7 @@ def check_trained(base, folder) -> tuple[str, dict, object]:
     if want is None:
         want = {}
         if not arch_differs:
-            return folder, saved, cfg
+            return
     if "__error__" in want:
         raise CheckpointError(f"folder={folder!r}: {trained_on}; it does not fit the given base "
                               f"({describe_base(base)}): {want['__error__']}.{fix}", field="folder")
@@ -228,4 +240,3 @@ def check_trained(base, folder) -> tuple[str, dict, object]:
             parts.append(f"{len(absent)} tensor(s) the method needs that the folder lacks, e.g. {absent[:3]}")
         raise CheckpointError(f"folder={folder!r}: {trained_on}; it does not fit the given base "
                               f"({describe_base(base)}): {'; '.join(parts)}.{fix}", field="folder")
-    return folder, saved, cfg

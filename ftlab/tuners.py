@@ -149,7 +149,7 @@ def freeze_but_top_k(cfg, model):
 
 
 def add_bottlenecks(cfg, model):
-    _adapters().add_adapters(model, cfg.adapter_size)
+    _adapters().add_adapters(model, cfg.adapter_size, method=cfg.method)
 
 
 # --- what a method needs of the model's own layers -------------------------------------------------------------
@@ -166,7 +166,7 @@ def fits_top_k(cfg, model) -> None:
 
 
 def fits_adapter(cfg, model) -> None:
-    check_adapter_size(cfg.adapter_size, min(m.out_features for _, m in _adapters().adapter_targets(model)))
+    check_adapter_size(cfg.adapter_size, min(m.out_features for _, m in _adapters().adapter_targets(model, method=cfg.method)))
 
 
 def fits_biases(cfg, model) -> None:

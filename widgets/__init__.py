@@ -5,5 +5,5 @@ from ftlab.widgets.plots import (ComparisonPlot, LossPlot, MemoryPlot, MethodSca
                                  setup_notebook)
 from ftlab.widgets.run import NotFinished, RunControls
 
-__all__ = ["ComparisonPlot", "ConfigPanel", "MethodScatter", "EstimateScatter", "MemoryBars", "LossPlot", "MemoryPlot", "NotFinished", "RunControls",
-           "TrainingProgress", "setup_notebook"]
+__all__ = ["ComparisonPlot", "ConfigPanel", "MethodScatter", "EstimateScatter", "MemoryBars", "LossPlot", "MemoryPlot",
+           "NotFinished", "RunControls", "TrainingProgress", "setup_notebook"]

@@ -14,7 +14,8 @@ class MemoryBars:
 
     def __init__(self, title: str = "GPU memory: estimate by part, and measured"):
         self.widget = go.FigureWidget(layout=dict(title=title, barmode="stack", yaxis_title="GiB", height=380,
-                                                  margin=dict(l=50, r=20, t=50, b=40), legend=dict(traceorder="normal")))
+                                                  margin=dict(l=50, r=20, t=50, b=40),
+                                                  legend=dict(traceorder="normal")))
         for name, color in COLORS.items():
             self.widget.add_bar(name=name, x=["estimate"], y=[0.0], marker_color=color)
         self.widget.add_bar(name="measured", x=[], y=[], marker_color="#222", width=0.4)
@@ -32,8 +33,9 @@ class EstimateScatter:
     """Estimate against measured device memory, with y = x and a ±10 % band."""
 
     def __init__(self, title: str = "Estimated vs measured device memory (GiB)"):
-        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="measured (GiB)", yaxis_title="estimated (GiB)",
-                                                  height=420, margin=dict(l=50, r=20, t=50, b=40)))
+        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="measured (GiB)",
+                                                  yaxis_title="estimated (GiB)", height=420,
+                                                  margin=dict(l=50, r=20, t=50, b=40)))
         self.widget.add_scatter(x=[], y=[], mode="lines", name="±10 %", line=dict(width=0), showlegend=False)
         self.widget.add_scatter(x=[], y=[], mode="lines", name="±10 %", fill="tonexty", line=dict(width=0),
                                 fillcolor="rgba(120,120,120,0.2)")

@@ -11,11 +11,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import ipywidgets as W
+from IPython.display import display
 
 from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, ConfigError, TrainConfig
 from ftlab.errors import FtlabError
 from ftlab.memory import GPUS, estimate_memory
-from ftlab.methods import METHOD_KNOBS, METHODS, check_setup
+from ftlab.method_table import METHOD_KNOBS, METHODS
+from ftlab.methods import check_setup
 from ftlab.models import PRESETS
 from ftlab.results import inside
 
@@ -29,46 +31,9 @@ class ConfigPanel:
                               "ConfigPanel(TrainConfig.from_params(globals())) in a lab")
         self.config = config
         self.error: FtlabError | None = None  # a ConfigError, or ModelNotFoundError (field model)
-        c, style = config, {"description_width": "150px"}
-
-        def wide():  # a Layout each: fields are hidden one by one through their layout
-            return W.Layout(width="420px")
         # the run folder is chosen by name inside the lab's output root: a typed path cannot escape it
-        self.output_root = str(Path(c.output_dir).parent)
-        trainable = [p.name for p in PRESETS.values() if not p.calculator_only]
-        self.fields = {
-            "model": W.Combobox(value=c.model, options=trainable, description="model", ensure_option=False,
-                                placeholder="preset, hub id or folder", style=style, layout=wide()),
-            "method": W.Dropdown(value=c.method, options=list(METHODS), description="method", style=style, layout=wide()),
-            "lora_r": W.SelectionSlider(value=c.lora_r, options=sorted(set(RANKS) | {c.lora_r}),
-                                        description="LoRA rank r", style=style, layout=wide()),
-            "lora_alpha": W.FloatText(value=c.lora_alpha, description="LoRA alpha", style=style, layout=wide()),
-            "lora_targets": W.Combobox(value=c.lora_targets if isinstance(c.lora_targets, str) else ",".join(c.lora_targets),
-                                       options=list(TARGET_SHORTCUTS), ensure_option=False, style=style, layout=wide(),
-                                       description="target modules", placeholder="q,v · all-linear · or q_proj,up_proj"),
-            "num_virtual_tokens": W.IntText(value=c.num_virtual_tokens, description="virtual tokens", style=style,
-                                            layout=wide()),
-            "adapter_size": W.IntText(value=c.adapter_size, description="adapter bottleneck", style=style, layout=wide()),
-            "top_k_layers": W.IntText(value=c.top_k_layers, description="top-k blocks trained", style=style, layout=wide()),
-            "bits": W.Dropdown(value=c.bits, options=list(BITS), description="base weight bits", style=style, layout=wide()),
-            "quant_type": W.Dropdown(value=c.quant_type, options=list(QUANT_TYPES), description="4-bit type",
-                                     style=style, layout=wide()),
-            "double_quant": W.Checkbox(value=c.double_quant, description="double quantisation (4-bit)", style=style,
-                                       indent=False, layout=wide()),
-            "batch_size": W.IntText(value=c.batch_size, description="batch size", style=style, layout=wide()),
-            "seq_len": W.IntText(value=c.seq_len, description="sequence length", style=style, layout=wide()),
-            "max_steps": W.IntText(value=c.max_steps, description="steps", style=style, layout=wide()),
-            "learning_rate": W.FloatText(value=c.learning_rate, description="learning rate", style=style, layout=wide()),
-            "gradient_checkpointing": W.Checkbox(value=c.gradient_checkpointing, description="gradient checkpointing",
-                                                 style=style, indent=False, layout=wide()),
-            "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style, layout=wide()),
-            "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="target GPU", style=style, layout=wide()),
-            "output_dir": W.Text(value=Path(c.output_dir).name, description="run folder", style=style, layout=wide(),
-                                 tooltip=f"a folder name inside {self.output_root}/"),
-            "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
-                                            layout=W.Layout(width="560px"),  # its description in full
-                                            description="trust remote code (off: model code from the hub is never run)"),
-        }
+        self.output_root = str(Path(config.output_dir).parent)
+        self.fields = self._make_fields(config)
         self.message = W.HTML()
         self.summary = W.HTML()
         self.estimate_readout = W.HTML()
@@ -79,6 +44,56 @@ class ConfigPanel:
         self.widget = W.VBox([W.HTML("<b>Fine-tuning set-up</b>"), *self.fields.values(), self.message, self.summary,
                               self.estimate_readout])
         self._show()
+
+    def _make_fields(self, c: TrainConfig) -> dict:
+        """One widget per TrainConfig field the panel edits, set to `c`'s values."""
+        style = {"description_width": "150px"}
+
+        def wide():  # a Layout each: fields are hidden one by one through their layout
+            return W.Layout(width="420px")
+        trainable = [p.name for p in PRESETS.values() if not p.calculator_only]
+        return {
+            "model": W.Combobox(value=c.model, options=trainable, description="model", ensure_option=False,
+                                placeholder="preset, hub id or folder", style=style, layout=wide()),
+            "method": W.Dropdown(value=c.method, options=list(METHODS), description="method", style=style,
+                                 layout=wide()),
+            "lora_r": W.SelectionSlider(value=c.lora_r, options=sorted(set(RANKS) | {c.lora_r}),
+                                        description="LoRA rank r", style=style, layout=wide()),
+            "lora_alpha": W.FloatText(value=c.lora_alpha, description="LoRA alpha", style=style, layout=wide()),
+            "lora_targets": W.Combobox(value=(c.lora_targets if isinstance(c.lora_targets, str)
+                                              else ",".join(c.lora_targets)),
+                                       options=list(TARGET_SHORTCUTS), ensure_option=False, style=style, layout=wide(),
+                                       description="target modules",
+                                       placeholder="q,v · all-linear · or q_proj,up_proj"),
+            "num_virtual_tokens": W.IntText(value=c.num_virtual_tokens, description="virtual tokens", style=style,
+                                            layout=wide()),
+            "adapter_size": W.IntText(value=c.adapter_size, description="adapter bottleneck", style=style,
+                                      layout=wide()),
+            "top_k_layers": W.IntText(value=c.top_k_layers, description="top-k blocks trained", style=style,
+                                      layout=wide()),
+            "bits": W.Dropdown(value=c.bits, options=list(BITS), description="base weight bits", style=style,
+                               layout=wide()),
+            "quant_type": W.Dropdown(value=c.quant_type, options=list(QUANT_TYPES), description="4-bit type",
+                                     style=style, layout=wide()),
+            "double_quant": W.Checkbox(value=c.double_quant, description="double quantisation (4-bit)", style=style,
+                                       indent=False, layout=wide()),
+            "batch_size": W.IntText(value=c.batch_size, description="batch size", style=style, layout=wide()),
+            "seq_len": W.IntText(value=c.seq_len, description="sequence length", style=style, layout=wide()),
+            "max_steps": W.IntText(value=c.max_steps, description="steps", style=style, layout=wide()),
+            "learning_rate": W.FloatText(value=c.learning_rate, description="learning rate", style=style,
+                                         layout=wide()),
+            "gradient_checkpointing": W.Checkbox(value=c.gradient_checkpointing, description="gradient checkpointing",
+                                                 style=style, indent=False, layout=wide()),
+            "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style,
+                                    layout=wide()),
+            "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="target GPU", style=style, layout=wide()),
+            "output_dir": W.Text(value=Path(c.output_dir).name, description="run folder", style=style, layout=wide(),
+                                 tooltip=f"a folder name inside {self.output_root}/"),
+            "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
+                                            layout=W.Layout(width="560px"),  # its description in full
+                                            description="trust remote code (off: model code from the hub is never "
+                                                        "run)"),
+        }
 
     def on_change(self, callback) -> None:
         """callback(config, estimate) after every valid change (e.g. to redraw a memory plot)."""
@@ -131,7 +146,8 @@ class ConfigPanel:
             e = self.estimate = estimate_memory(c)
         except Exception as err:  # e.g. a hub id whose config can't be read offline
             self.estimate = None
-            self.estimate_readout.value = f"<span style='color:#b00020'>memory estimate unavailable: {html.escape(str(err))}</span>"
+            self.estimate_readout.value = (f"<span style='color:#b00020'>memory estimate unavailable: "
+                                           f"{html.escape(str(err))}</span>")
             return
         parts = " · ".join(f"{k} {v:.2f}" for k, v in e.components.items() if v >= 0.01)
         badge = ("<span style='background:#2e7d32;color:white;padding:1px 6px;border-radius:3px'>fits</span>"
@@ -154,5 +170,4 @@ class ConfigPanel:
             w.layout.display = "none" if name in hidden else None
 
     def _ipython_display_(self):
-        from IPython.display import display
         display(self.widget)

@@ -11,11 +11,16 @@ training. Three things keep it small (scripts/bench_plots.py measures it in a re
 from __future__ import annotations
 
 import time
+from itertools import cycle
 
 import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
+from plotly.subplots import make_subplots
+from transformers.utils import logging as hf_logging
+
+from ftlab.method_table import FAMILIES
 
 
 class Throttle:
@@ -49,7 +54,6 @@ def setup_notebook() -> None:
     no "Loading weights" progress bar from transformers each time a lab loads a model (a lab loads several;
     the bars filled the notebook with empty widgets)."""
     pio.renderers.default = "plotly_mimetype+notebook"
-    from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()
 
 
@@ -204,7 +208,8 @@ class ComparisonPlot:
         return go.Figure(self.widget)
 
 
-FAMILY_COLORS = {"full": "#444444", "additive": "#4c78a8", "selective": "#54a24b", "reparameterisation": "#e45756"}
+# a colour per method family, in the order of ftlab.method_table.FAMILIES (the palette repeats past its end)
+FAMILY_COLORS = dict(zip(FAMILIES, cycle(("#444444", "#4c78a8", "#54a24b", "#e45756", "#f58518", "#b279a2"))))
 
 
 class MethodScatter:
@@ -213,7 +218,6 @@ class MethodScatter:
     def __init__(self, rows):
         """rows: a pandas DataFrame indexed by method with trainable_pct, val_loss_after, seconds_per_step,
         measured_gib and family columns (ftlab.compare.compare_methods' rows)."""
-        from plotly.subplots import make_subplots
         fig = make_subplots(rows=1, cols=2, subplot_titles=("trainable parameters vs validation loss",
                                                             "time a step vs memory measured"))
         self.widget = go.FigureWidget(fig)
@@ -223,7 +227,8 @@ class MethodScatter:
                 continue
             common = dict(mode="markers+text", text=list(part.index), textposition="top center", name=family,
                           marker=dict(color=color, size=10), legendgroup=family)
-            self.widget.add_scatter(x=list(part["trainable_pct"]), y=list(part["val_loss_after"]), row=1, col=1, **common)
+            self.widget.add_scatter(x=list(part["trainable_pct"]), y=list(part["val_loss_after"]), row=1, col=1,
+                                    **common)
             self.widget.add_scatter(x=list(part["seconds_per_step"]), y=list(part["measured_gib"]), row=1, col=2,
                                     showlegend=False, **common)
         self.widget.update_xaxes(type="log", title_text="trainable parameters (%)", row=1, col=1)

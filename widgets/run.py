@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 
 import ipywidgets as W
+import torch
 from IPython.display import display
 
 from ftlab.runner import Run
@@ -29,7 +30,8 @@ class RunControls:
     def __init__(self, panel, train, listeners: list | None = None):
         """panel: a ConfigPanel; train(config, callback) -> (TrainResult, model), e.g. via ftlab.train.finetune."""
         self.panel, self.train, self.extra = panel, train, list(listeners or [])
-        self.run_button = W.Button(description="Run", button_style="success", icon="play", tooltip="train with the set-up above")
+        self.run_button = W.Button(description="Run", button_style="success", icon="play",
+                                   tooltip="train with the set-up above")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
                                     tooltip="stop after the current step; the last completed step is saved")
         self.status = W.HTML("Press <b>Run</b> to train with the set-up above.")
@@ -55,7 +57,7 @@ class RunControls:
             return None
         cfg = self.panel.config
         est = self.panel.estimate
-        import torch  # the estimate is GPU memory: beside a CPU run's resident memory it would mislead
+        # the estimate is GPU memory: beside a CPU run's resident memory it would mislead
         self.memory_plot.set_estimate(est.peak_allocated_gib if est is not None and torch.cuda.is_available() else None)
         self.loss_plot.reset()
         self.memory_plot.reset()
@@ -95,7 +97,8 @@ class RunControls:
         kind = event.get("kind")
         if kind == "finished":
             res = event["result"]
-            what = f"stopped at step {res.steps} ({html.escape(res.stop_reason)})" if res.stopped else f"done: {res.steps} steps"
+            what = (f"stopped at step {res.steps} ({html.escape(res.stop_reason)})" if res.stopped
+                    else f"done: {res.steps} steps")
             saved = f" · saved to {html.escape(res.saved_to)}" if res.saved_to else ""
             data = ""
             if res.dropped_examples or res.truncated_examples:  # what TRL's cut at seq_len did to the data
