@@ -71,7 +71,8 @@ def check_targets(model, targets):
 def blocks(model, name: str):
     """The transformer blocks (an nn.ModuleList), wherever the architecture keeps them."""
     for path, mod in model.named_modules():
-        if isinstance(mod, _torch().nn.ModuleList) and path.endswith("layers") and len(mod) and "Layer" in type(mod[0]).__name__:
+        if (isinstance(mod, _torch().nn.ModuleList) and path.endswith("layers") and len(mod)
+                and "Layer" in type(mod[0]).__name__):
             return mod
     raise ConfigError("method", name, f"a method this model can train: {name} could not find its list of "
                       "transformer blocks (an nn.ModuleList named '...layers' of '...Layer' modules)")
@@ -166,7 +167,8 @@ def fits_top_k(cfg, model) -> None:
 
 
 def fits_adapter(cfg, model) -> None:
-    check_adapter_size(cfg.adapter_size, min(m.out_features for _, m in _adapters().adapter_targets(model, method=cfg.method)))
+    targets = _adapters().adapter_targets(model, method=cfg.method)
+    check_adapter_size(cfg.adapter_size, min(m.out_features for _, m in targets))
 
 
 def fits_biases(cfg, model) -> None:
