@@ -64,7 +64,8 @@ class TrainConfig:
                 raise ConfigError("lora_targets", targets, f"one of {list(TARGET_SHORTCUTS)} or a list of module names")
         else:
             if isinstance(targets, (list, tuple)) and not targets:
-                raise ConfigError("lora_targets", targets, "a non-empty list of module names such as ['q_proj', 'v_proj']")
+                raise ConfigError("lora_targets", targets,
+                                  "a non-empty list of module names such as ['q_proj', 'v_proj']")
             self.lora_targets = check_strings("lora_targets", targets)
             if not all(t.strip() for t in self.lora_targets) or len(set(self.lora_targets)) != len(self.lora_targets):
                 raise ConfigError("lora_targets", targets, "a list of distinct, non-empty module names "

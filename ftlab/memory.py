@@ -138,7 +138,9 @@ def _scores(s: Setup) -> float:
     """With an fp32 stream and no autocast (4/8-bit bases) memory grows as heads × seq² per layer, as sdpa's math
     kernel would make it: it saves the softmax (heads × seq² fp32 a sequence)."""
     st = s.stream
-    return 4.0 * s.batch_size * s.arch.heads * (s.seq_len + s.virtual) ** 2 if st.fp32_stream and not st.autocast else 0.0
+    if not st.fp32_stream or st.autocast:
+        return 0.0
+    return 4.0 * s.batch_size * s.arch.heads * (s.seq_len + s.virtual) ** 2
 
 
 def _logits(s: Setup) -> float:
@@ -185,7 +187,8 @@ def _reserve(s: Setup, c: dict, phases: dict, allocated: float) -> float:
     if not s.train:
         return K.inference_reserve * allocated + K.inference_reserve_min
     a, T = s.arch, s.tokens
-    largest = 4.0 * T * a.vocab if s.trainer == "plain" else 2.0 * min(T, K.trl_tile_tokens) * min(a.vocab, K.trl_tile_vocab)
+    tile = 2.0 * min(T, K.trl_tile_tokens) * min(a.vocab, K.trl_tile_vocab)
+    largest = 4.0 * T * a.vocab if s.trainer == "plain" else tile
     scores = _scores(s)
     largest = max(largest, scores)
     reserve = max(K.reserve * allocated, K.reserve_largest * largest, K.reserve_min)

@@ -175,6 +175,7 @@ def refuse_non_decoder(model) -> None:
         return
     kind = d.get("model_type")
     if kind in NOT_DECODERS or d.get("is_encoder_decoder"):
+        what = "an encoder-decoder" if d.get("is_encoder_decoder") else "an encoder"
         raise ConfigError("model", kind or model, "a decoder-only causal language model (Llama, Qwen2, Gemma, "
-                          f"Mistral, ...): this config is {'an encoder-decoder' if d.get('is_encoder_decoder') else 'an encoder'} "
+                          f"Mistral, ...): this config is {what} "
                           f"({kind!r}), whose memory the decoder formula would misstate")

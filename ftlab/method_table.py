@@ -28,7 +28,7 @@ class Method:
     summary: str
     count: Callable                        # (arch, sizes) -> parameters trained, as peft counts them
     saved: Callable                        # (arch, sizes, stream) -> bytes a block saves for backward, per token
-    trains: str                            # a regex every parameter name it trains matches (as the wrapped model names them)
+    trains: str                            # a regex the names of the parameters it trains match (as peft names them)
     peft_config: Callable | None = None    # (cfg, model) -> peft config
     freeze: Callable | None = None         # (cfg, model) -> None: methods that set requires_grad themselves
     fits: Callable = T.fits_any            # (cfg, model) -> None: its sizes checked against a loaded model's layers

@@ -59,8 +59,9 @@ def check_targets(model, targets):
     if isinstance(targets, str) or not isinstance(targets, (list, tuple)) or not targets:
         raise ConfigError("lora_targets", targets, f"one of {list(TARGET_SHORTCUTS)} or a non-empty list of "
                           "module names such as ['q_proj', 'v_proj']")
-    present = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, _torch().nn.Linear)}
-                     | {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__.startswith("Linear")})
+    linear = _torch().nn.Linear
+    present = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
+                      if isinstance(m, linear) or type(m).__name__.startswith("Linear")})
     missing = [t for t in targets if t not in present]
     if missing:
         raise ConfigError("lora_targets", list(targets), f"module names this model has: it has no module named "
