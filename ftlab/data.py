@@ -10,329 +10,36 @@ Online, a hub dataset id (e.g. "knkarthick/dialogsum") goes through the same `lo
 
 Records come out as {"source": ..., "target": ...} (task data) or {"prompt", "chosen", "rejected"}
 (preferences); `to_prompt_completion` and `to_messages` turn them into what TRL's trainers read.
+
+The names live in the module of their concern and are all importable from here:
+  catalog   the datasets and texts, load_records, load_text
+  prompts   templates, format_prompt, to_prompt_completion, to_messages, chat_prompts, few_shot_prompts,
+            fit_to_length
+  batches   loss_batches (tensors for a hand-written training loop)
+  records   reading a user's file, and the checks of record shapes
 """
 from __future__ import annotations
 
-import numbers
-import os
-import random
-from pathlib import Path
+from ftlab.batches import loss_batches
+from ftlab.catalog import (DATA_DIR, DATASETS, HUB_DATASETS, REQUIRED, TEXTS, arithmetic, list_datasets, load_records,
+                           load_text)
+from ftlab.config import TrainConfig
+from ftlab.errors import ConfigError, DataError, check_int  # DataError re-exported: ftlab.data.DataError
+from ftlab.prompts import (TEMPLATES, chat_prompts, few_shot_prompts, fit_to_length, format_prompt,
+                           to_messages, to_prompt_completion)
+from ftlab.records import (SPLITS, SUFFIXES, check_conversations, check_task_records, check_tokenizer, read_json,
+                           read_jsonl)
 
-from ftlab.errors import ConfigError, DataError, check_bool, check_int  # DataError re-exported: ftlab.data.DataError
-from ftlab.evaluation import check_conversations, check_tokenizer
-from ftlab.records import SPLITS, SUFFIXES, _user_file_rows, check_task_records, read_json, read_jsonl  # noqa: F401
-
-
-DATA_DIR = Path(__file__).resolve().parent / "datasets"
-# name -> (file, task, field map to source/target). Adding a dataset is one row.
-DATASETS = {
-    "email_subject": ("email_subject.jsonl", "summarize", {"source": "body", "target": "subject"}),
-    "definitions": ("definitions.jsonl", "define", {"source": "word", "target": "definition"}),
-    "arithmetic": (None, "arithmetic", {"source": "question", "target": "answer"}),
-    "preferences": ("preferences.jsonl", "preference", None),
-}
-# Hub datasets known to work online, with their source/target columns.
-HUB_DATASETS = {
-    "knkarthick/dialogsum": ("summarize", {"source": "dialogue", "target": "summary"}),
-    "samsum": ("summarize", {"source": "dialogue", "target": "summary"}),
-}
-REQUIRED = {"email_subject": ("split", "body", "subject"), "definitions": ("split", "word", "pos", "definition"),
-            "preferences": ("split", "prompt", "chosen", "rejected")}
-
-# FLAN-style: several phrasings per task, so a model learns the task rather than one wording.
-TEMPLATES = {
-    "summarize": [
-        "Write a short subject line for this e-mail.\n\n{source}",
-        "{source}\n\nWhat would be a good subject line for the e-mail above?",
-        "E-mail:\n{source}\n\nSubject line:",
-        "Summarize the following e-mail in a few words, as its subject line.\n\n{source}",
-    ],
-    "define": [
-        "Define the {pos} \"{source}\".",
-        "What does the {pos} \"{source}\" mean?",
-        "Give a dictionary definition of \"{source}\" ({pos}).",
-        "\"{source}\" ({pos}): definition?",
-    ],
-    "arithmetic": [
-        "{source}",
-        "Compute step by step: {source}",
-        "Solve: {source}",
-    ],
-}
-
-
-def list_datasets() -> list[str]:
-    return sorted(DATASETS)
-
-
-def arithmetic(n: int, seed: int = 0, max_value: int = 999) -> list[dict]:
-    """Goat-style arithmetic (Liu & Low, 2023) with the working written out, so the answer is reachable
-    one easy step at a time: addition and subtraction by place value, multiplication by distribution."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        a, b = rng.randint(10, max_value), rng.randint(10, max_value)
-        op = rng.choice("+-*")
-        if op == "+":
-            ha, hb = a - a % 100, b - b % 100
-            steps = f"{a} + {b} = {ha} + {hb} + {a % 100} + {b % 100} = {ha + hb} + {a % 100 + b % 100} = {a + b}"
-        elif op == "-":
-            a, b = max(a, b), min(a, b)
-            hb = b - b % 10
-            steps = f"{a} - {b} = {a} - {hb} - {b % 10} = {a - hb} - {b % 10} = {a - b}"
-        else:
-            b = rng.randint(2, 99)
-            tb = b - b % 10
-            steps = (f"{a} * {b} = {a} * {tb} + {a} * {b % 10} = {a * tb} + {a * (b % 10)} = {a * b}")
-        result = a + b if op == "+" else a - b if op == "-" else a * b
-        rows.append({"question": f"What is {a} {op} {b}?", "answer": steps, "result": result})
-    return rows
-
-
-def _arithmetic_split(split: str, n: int | None, seed: int) -> list[dict]:
-    """One seeded stream of unique questions: 200 for test, 200 for validation, the rest for training,
-    so no question is in two splits."""
-    want = 400 + (n or 2000)
-    pool, seen, k = [], set(), 0
-    while len(pool) < want:
-        for r in arithmetic(want, seed=seed * 1000 + k):
-            if r["question"] not in seen and len(pool) < want:
-                seen.add(r["question"])
-                pool.append(r)
-        k += 1
-    start = {"test": 0, "validation": 200, "train": 400}[split]
-    return pool[start:start + (n or (2000 if split == "train" else 200))]
-
-
-def load_records(name: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
-    """Records of one split as {"source", "target", "task", ...} (or preference records as stored).
-
-    `name`: an embedded dataset, a .jsonl or .json file (str or pathlib.Path, suffix in any case) of
-    {"prompt", "completion"} records (`~` expanded; see _user_file_rows for its splits), or a hub id
-    (owner/name, online). Raises DataError for an unknown name or split, a malformed file, or an empty result.
-    """
-    from ftlab.errors import check_text
-    if isinstance(name, os.PathLike):  # a pathlib.Path is a file path: read it as its string
-        name = os.fspath(name)
-    check_text("dataset", name, error=DataError)
-    if split not in SPLITS:
-        raise DataError(f"split={split!r} is not allowed: one of {list(SPLITS)}", field="split")
-    if n is not None:
-        n = check_int("n", n, 1, error=DataError)
-    seed = check_int("seed", seed, 0, error=DataError)
-    path = Path(name).expanduser()
-    if name in DATASETS:
-        file, task, fmap = DATASETS[name]
-        if file is None:  # generated by code
-            rows = _arithmetic_split(split, n, seed)
-        else:
-            rows = [r for r in read_jsonl(DATA_DIR / file, REQUIRED.get(name, ())) if r["split"] == split]
-    elif path.suffix.lower() in SUFFIXES or path.exists():
-        if path.is_dir() or path.suffix.lower() not in SUFFIXES:
-            raise DataError(f"dataset={name!r} is a local {'folder' if path.is_dir() else 'file'}: give a .jsonl "
-                            "file (one JSON object a line) or a .json file (a list of objects) of "
-                            "{\"prompt\": ..., \"completion\": ...} records", field="dataset")
-        if not path.exists():
-            raise DataError(f"dataset={name!r}: no such file ({path})", field="dataset")
-        task, fmap = "custom", {"source": "prompt", "target": "completion"}
-        rows = _user_file_rows(path, split, seed)
-    elif name in HUB_DATASETS or ("/" in name and not name.startswith((".", "/", "~"))):
-        task, fmap = HUB_DATASETS.get(name, ("custom", {"source": "prompt", "target": "completion"}))
-        rows = _hub_rows(name, split)
-        missing = [c for c in fmap.values() if rows and c not in rows[0]]
-        if missing:  # columns are never assumed: say what the data set has
-            raise DataError(f"dataset={name!r} has no column {missing}; its columns are {sorted(rows[0])}. "
-                            "Map them to prompt/completion records yourself (datasets.load_dataset, then "
-                            "ftlab.train.finetune(cfg, records))", field="dataset")
-    else:
-        raise DataError(f"dataset={name!r} is unknown: one of {list_datasets()}, a hub id "
-                        "(owner/name, online), or a .jsonl / .json file of prompt/completion records", field="dataset")
-    if fmap is not None:
-        rows = [{**r, "source": r[fmap["source"]], "target": r[fmap["target"]], "task": task} for r in rows]
-    if n is not None:
-        if 0 < len(rows) < n:  # said, not hidden: a run asking for more repeats these (more epochs)
-            print(f"ftlab: dataset={name!r} split={split!r} has {len(rows)} records, fewer than the {n} asked for: "
-                  "using all of them")
-        rows = rows[:n]
-    if not rows:
-        raise DataError(f"dataset={name!r} split={split!r} has no records", field="dataset")
-    return rows
-
-
-TEXTS = {"moby_dick": "moby_dick.jsonl"}  # plain prose for language-model metrics (perplexity), not tasks
-
-
-def load_text(name: str = "moby_dick", split: str = "test", n: int | None = None) -> list[str]:
-    """Paragraphs of general text, e.g. to measure forgetting as perplexity on text no run trains on: the first
-    `n` of the split (None: all of them)."""
-    if not isinstance(name, str) or name not in TEXTS:
-        near = [t for t in TEXTS if isinstance(name, str) and t == name.strip().lower()]
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise DataError(f"name={name!r} is not allowed: no text={name!r} is embedded; one of {sorted(TEXTS)}{hint}",
-                        field="name")
-    if split not in SPLITS:
-        raise DataError(f"split={split!r} is unknown: one of {list(SPLITS)}", field="split")
-    if n is not None:  # n=-1 would drop the last paragraph, n=0 give nothing to score
-        n = check_int("n", n, 1)
-    rows = [r["text"] for r in read_jsonl(DATA_DIR / TEXTS[name], required=("split", "text")) if r["split"] == split]
-    return rows[:n] if n is not None else rows
-
-
-def _hub_rows(name: str, split: str) -> list[dict]:
-    import datasets
-    try:
-        ds = datasets.load_dataset(name, split=split)
-    except Exception as e:  # offline: ConnectionError / FileNotFoundError, depending on the cache state
-        raise DataError(f"dataset={name!r} could not be loaded from the hub ({type(e).__name__}); offline, use one "
-                        f"of the embedded datasets {list_datasets()}") from None
-    return [dict(r) for r in ds]
-
-
-def _check_template(template, options: int | None = None):
-    """"random", or a template index (an int, numpy ints included; True is not 1), below `options` if given."""
-    ok = template == "random" if isinstance(template, str) else \
-        isinstance(template, numbers.Integral) and not isinstance(template, bool) and int(template) >= 0 and \
-        (options is None or int(template) < options)
-    if not ok:
-        below = f"an index from 0 to {options - 1}" if options is not None else "an index ≥ 0"
-        raise DataError(f"template={template!r} is not allowed: 'random' or {below} (an integer, not a bool)",
-                        field="template")
-    return template if isinstance(template, str) else int(template)
-
-
-def format_prompt(record: dict, template: int | str = 0, rng: random.Random | None = None) -> str:
-    """The instruction text for a record. template: an index, or "random" (one per record, FLAN-style)."""
-    if not isinstance(record, dict) or not isinstance(record.get("source"), str):
-        got = repr(record) if len(repr(record)) <= 80 else repr(record)[:77] + "..."
-        raise DataError(f"record={got} is not allowed: a task record, a dict with a string 'source' (as "
-                        "load_records returns it)", field="record")
-    task = record.get("task", "custom")
-    options = TEMPLATES.get(task, ["{source}"])
-    template = _check_template(template, len(options))
-    text = (rng or random).choice(options) if template == "random" else options[template]
-    return text.format(source=record["source"], pos=record.get("pos", ""))
-
-
-def to_prompt_completion(records: list[dict], template: int | str = 0, chat: bool = True, seed: int = 0) -> list[dict]:
-    """TRL's prompt/completion shape. chat=True: conversational ({"role", "content"} lists), so the trainer
-    applies the model's chat template and the loss is on the completion only."""
-    check_task_records(records)
-    template = _check_template(template)
-    chat = check_bool("chat", chat)  # "no" is truthy
-    seed = check_int("seed", seed, 0)
-    rng = random.Random(seed)
-    out = []
-    for r in records:
-        prompt = format_prompt(r, template, rng)
-        if chat:
-            out.append({"prompt": [{"role": "user", "content": prompt}],
-                        "completion": [{"role": "assistant", "content": r["target"]}]})
-        else:  # plain text: a fixed separator tells the model where the answer starts
-            out.append({"prompt": prompt + "\n### Answer:\n", "completion": r["target"]})
-    return out
-
-
-def to_messages(records: list[dict], template: int | str = 0, seed: int = 0) -> list[dict]:
-    """A chat-formatted record per example: {"messages": [user, assistant]}."""
-    return [{"messages": p["prompt"] + p["completion"]} for p in to_prompt_completion(records, template, True, seed)]
-
-
-def chat_prompts(tokenizer, records: list[dict], template: int | str = 0) -> list[str]:
-    """Prompts for generation: the chat template with the assistant turn opened. records: task records
-    ({"source", "target", ...}, as load_records returns them)."""
-    check_tokenizer(tokenizer)
-    check_task_records(records)
-    _check_template(template)
-    return [tokenizer.apply_chat_template([{"role": "user", "content": format_prompt(r, template)}],
-                                          tokenize=False, add_generation_prompt=True) for r in records]
-
-
-def few_shot_prompts(tokenizer, records: list[dict], demonstrations: list[dict], template: int | str = 0) -> list[str]:
-    """In-context baselines: each prompt preceded by the demonstrations as earlier chat turns (a user question
-    and the assistant's reference answer each), then the question with the assistant turn opened.
-    demonstrations=[] gives the zero-shot prompt. Both lists hold task records (as load_records returns them)."""
-    check_tokenizer(tokenizer)
-    check_task_records(records)
-    if not (isinstance(demonstrations, (list, tuple)) and not demonstrations):  # [] is the zero-shot prompt
-        check_task_records(demonstrations, "demonstrations")
-    _check_template(template)
-    turns = []
-    for d in demonstrations:
-        turns += [{"role": "user", "content": format_prompt(d, template)}, {"role": "assistant", "content": d["target"]}]
-    return [tokenizer.apply_chat_template(turns + [{"role": "user", "content": format_prompt(r, template)}],
-                                          tokenize=False, add_generation_prompt=True) for r in records]
-
-
-def loss_batches(tokenizer, records: list[dict], batch_size: int) -> list[dict]:
-    """Conversational prompt/completion records as tensors for a hand-written training loop: input_ids,
-    attention_mask and labels, with the prompt's and the padding's labels set to -100 so the loss is on the
-    completion only. This is what TRL's SFTTrainer does inside; lab 02 writes the loop out, so it needs the
-    same batches outside the trainer (TRL has no public function that returns them). records: a non-empty list
-    of {"prompt": [messages], "completion": [messages]}, as to_prompt_completion(records) (chat=True) makes them."""
-    import torch
-    check_tokenizer(tokenizer)
-    try:
-        records = check_conversations("records", records)
-    except DataError as e:
-        raise DataError(f"{e}. loss_batches reads conversational prompt/completion records: make them from task "
-                        "records with to_prompt_completion(records) (chat=True, the default)",
-                        field="records") from None
-    batch_size = check_int("batch_size", batch_size, 1)
-    rows = []
-    for r in records:
-        prompt = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False)
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        ids = tokenizer(full, add_special_tokens=False)["input_ids"]
-        if ids[:len(p_ids)] != p_ids:
-            raise DataError("the chat template renders the prompt differently inside the full conversation")
-        rows.append((ids, [-100] * len(p_ids) + ids[len(p_ids):]))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batches = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i:i + batch_size]
-        n = max(len(ids) for ids, _ in chunk)
-        batches.append({"input_ids": torch.tensor([ids + [pad] * (n - len(ids)) for ids, _ in chunk]),
-                        "attention_mask": torch.tensor([[1] * len(ids) + [0] * (n - len(ids)) for ids, _ in chunk]),
-                        "labels": torch.tensor([lab + [-100] * (n - len(lab)) for _, lab in chunk])})
-    return batches
-
-
-def fit_to_length(records: list[dict], tokenizer, seq_len: int, reserve: int = 64) -> list[dict]:
-    """Shorten each record's source so prompt + completion fit in seq_len tokens.
-
-    The trainer cuts sequences from the right, which would cut away the completion (the part the
-    loss is on); cutting the source instead keeps every example usable. `reserve` covers the chat
-    template, the instruction wording and the target (~20 + 20 + 20 tokens here).
-    """
-    if not (isinstance(records, list) and not records):  # [] stays [] (a zero-shot lab's demonstrations)
-        check_task_records(records)
-    check_tokenizer(tokenizer)
-    seq_len = check_int("seq_len", seq_len, 8)
-    # reserve < 0 would let sources grow past seq_len; reserve ≥ seq_len leaves no room (refused just below)
-    reserve = check_int("reserve", reserve, 0)
-    target = max((len(tokenizer(r["target"])["input_ids"]) for r in records), default=0)
-    budget = seq_len - reserve - target
-    if budget < 16:
-        raise DataError(f"seq_len={seq_len} is too short for this dataset: at least {seq_len - budget + 16} tokens "
-                        f"are needed (reserve={reserve} for the template and instruction, {target} for the longest "
-                        "target, 16 for the source)", field="seq_len")
-    out, cut = [], 0
-    for r in records:
-        ids = tokenizer(r["source"], add_special_tokens=False)["input_ids"]
-        cut += len(ids) > budget
-        out.append({**r, "source": tokenizer.decode(ids[:budget]).strip()} if len(ids) > budget else r)
-    if cut:
-        print(f"ftlab: {cut} of {len(records)} sources shortened to {budget} tokens to fit seq_len={seq_len} "
-              "(their completions kept whole)")
-    return out
+__all__ = ["DATASETS", "DATA_DIR", "DataError", "HUB_DATASETS", "REQUIRED", "SPLITS", "SUFFIXES", "TEMPLATES", "TEXTS",
+           "arithmetic", "chat_prompts", "check_conversations", "check_task_records", "check_tokenizer",
+           "few_shot_prompts", "fit_to_length", "format_prompt", "list_datasets", "load_records", "load_text",
+           "loss_batches", "read_json", "read_jsonl", "sft_data", "to_messages", "to_prompt_completion"]
 
 
 def sft_data(cfg, tokenizer, n_validation: int = 16) -> tuple[list[dict], list[dict]]:
     """(train, validation) prompt/completion records for a run of `cfg`: enough training examples for
     max_steps × batch_size, each cut to fit seq_len; training prompts in varied FLAN-style templates.
     cfg: a TrainConfig; n_validation: how many validation records (an integer ≥ 1)."""
-    from ftlab.config import TrainConfig
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(dataset=..., ...))")
     check_tokenizer(tokenizer)

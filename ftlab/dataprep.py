@@ -10,13 +10,14 @@ import re
 import unicodedata
 from functools import lru_cache
 
-from ftlab.data import DATA_DIR
+from ftlab.catalog import DATA_DIR
 from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_number, check_text
 from ftlab.errors import short as _short
 
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # phone numbers: +country, area codes in parentheses, separators; at least 7 digits in all
-PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]\d{2,4}){1,3}(?!\w)(?!\.\d)(?!:\d)")
+PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{2,4}\)[\s.-]?)?"
+                   r"\d{2,4}(?:[\s.-]\d{2,4}){1,3}(?!\w)(?!\.\d)(?!:\d)")
 # what the phone pattern also matches but is not a phone number: dates (2002-08-23, also with a time after it),
 # year ranges (1997-2002) and IPv4 addresses
 NOT_PHONE = re.compile(r"(?:19|20)\d\d[-/.]\d\d[-/.]\d\d|(?:19|20)\d\d\s?-\s?(?:19|20)\d\d$|\d{1,3}(?:\.\d{1,3}){3}$")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 
 class FtlabError(ValueError):
     """Base of the errors a user can cause: a whole message, and `.field`, the argument or field at fault (None
@@ -136,7 +138,6 @@ def check_choice(field: str, value, allowed, error=ConfigError):
 def check_bool(field: str, value, error=ConfigError) -> bool:
     """True or False exactly: the string "False" is truthy, and 0/1 hide a mistake."""
     if not isinstance(value, bool):
-        import numpy as np
         if not isinstance(value, np.bool_):
             raise _make(error, field, value, "True or False")
     return bool(value)

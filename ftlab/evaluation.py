@@ -10,8 +10,11 @@ import math
 import warnings
 from pathlib import Path
 
+import torch
+
+from ftlab.batches import loss_batches
 from ftlab.errors import ConfigError, DataError, check_bool, check_choice, check_int, check_strings
-from ftlab.errors import short as _short
+from ftlab.records import check_conversations, check_tokenizer  # ftlab.align and ftlab.distill import them from here
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 _cache: dict = {}
@@ -19,6 +22,8 @@ _cache: dict = {}
 
 def load_metric(name: str):
     """evaluate.load on ftlab's local module folder (the hub's "rouge" needs network)."""
+    # lazy: evaluate takes seconds to import (it loads datasets); only scoring needs it, not generation, the
+    # losses or the record checks that ftlab.align and ftlab.distill import from here
     import evaluate
     known = sorted(p.name for p in METRICS_DIR.iterdir() if (p / f"{p.name}.py").is_file())
     name = check_choice("metric", name, known)
@@ -46,20 +51,10 @@ def _pairs_of_texts(predictions, references) -> None:
 def check_model(model, field: str = "model"):
     """A loaded torch model (what load_model returns), before it is asked to run: None or a name would
     otherwise fail deep inside as an AttributeError."""
-    import torch
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(field, model, "a loaded model, a torch.nn.Module (ftlab.models.load_model returns it with "
                           "its tokenizer)")
     return model
-
-
-def check_tokenizer(tokenizer, field: str = "tokenizer"):
-    """The model's tokenizer (a transformers tokenizer: callable, with a chat template method)."""
-    if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "apply_chat_template"):
-        shown = tokenizer if tokenizer is None or isinstance(tokenizer, (str, bytes, int, float)) else \
-            type(tokenizer).__name__
-        raise ConfigError(field, shown, "the model's tokenizer (load_model returns it)")
-    return tokenizer
 
 
 def rouge(predictions: list[str], references: list[str], per_example: bool = False) -> dict:
@@ -77,59 +72,8 @@ def exact_match(predictions: list[str], references: list[str]) -> float:
     return sum(norm(p) == norm(r) for p, r in zip(predictions, references)) / len(references)
 
 
-def check_conversations(field: str, records, keys: tuple = ("prompt", "completion"), text_ok: bool = False,
-                        allow_empty: bool = False) -> list[dict]:
-    """Records as TRL's trainers and ftlab.data.loss_batches read them: a list of dicts whose `keys` each hold a
-    non-empty list of {"role": str, "content": str} messages (text_ok: or each a non-empty string). DataError
-    names the record, what it has and what is needed, before a model runs."""
-    needed = " and ".join(repr(k) for k in keys)
-    if isinstance(records, (str, dict)) or not isinstance(records, (list, tuple)):
-        hint = " (one record? put it in a list)" if isinstance(records, dict) else ""
-        raise DataError(f"{field}={_short(records)} is not allowed: a list of records with {needed} is needed, "
-                        f"not a {type(records).__name__}{hint}", field=field)
-    if not records and not allow_empty:
-        raise DataError(f"{field}={_short(records)} is not allowed: it is empty; at least one record with {needed} "
-                        "is needed", field=field)
-    what = "a non-empty string or a non-empty list of messages" if text_ok else \
-        "a non-empty list of {'role': str, 'content': str} messages"
-    for i, r in enumerate(records):
-        if not isinstance(r, dict):
-            raise DataError(f"{field}[{i}] is {type(r).__name__} {_short(r)}: a dict with {needed} is needed",
-                            field=field)
-        missing = [k for k in keys if k not in r]
-        if missing:
-            raise DataError(f"{field}[{i}] has keys {sorted(r)}: needed are {needed}{_shape_hint(r, keys)}",
-                            field=field)
-        kinds = set()
-        for k in keys:
-            v = r[k]
-            if text_ok and isinstance(v, str) and v.strip():
-                kinds.add("text")
-                continue
-            ok = isinstance(v, list) and v and all(isinstance(m, dict) and isinstance(m.get("role"), str)
-                                                   and isinstance(m.get("content"), str) for m in v)
-            if not ok:
-                raise DataError(f"{field}[{i}][{k!r}] is {type(v).__name__} {_short(v)}: {what} is needed",
-                                field=field)
-            kinds.add("messages")
-        if len(kinds) > 1:  # TRL applies the chat template to all of a record or to none of it
-            raise DataError(f"{field}[{i}]: {needed} must all be strings or all message lists", field=field)
-    return list(records)
-
-
-def _shape_hint(record: dict, keys: tuple) -> str:
-    if "chosen" in record and "chosen" not in keys:
-        return " (this is a preference pair: train on pairs with ftlab.align.train_dpo or train_reward_model)"
-    if "completion" in record and "chosen" in keys:
-        return " (this is a prompt/completion record; ftlab.align.preference_pairs makes preference pairs)"
-    if "source" in record:
-        return " (task records from load_records go through ftlab.data.to_prompt_completion first)"
-    return ""
-
-
 def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
     """Greedy completions of already-templated prompts, batched with left padding."""
-    import torch
     prompts = check_strings("prompts", prompts, error=DataError)  # a bare string would be generated per character
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
     batch_size = check_int("batch_size", batch_size, 1)
@@ -146,13 +90,15 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, bat
         model.eval()
         device = next(model.parameters()).device
         for i in range(0, len(prompts), batch_size):
-            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = tokenizer(prompts[i:i + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
             with torch.no_grad(), warnings.catch_warnings():
                 # peft says it ignores position ids for soft prompts on every call: true, and not the user's doing
                 warnings.filterwarnings("ignore", message="Position ids are not supported")
                 gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                      pad_token_id=tokenizer.pad_token_id)
-            out += [s.strip() for s in tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+            new = gen[:, enc["input_ids"].shape[1]:]  # the prompt's tokens cut off
+            out += [s.strip() for s in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
@@ -162,7 +108,6 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, bat
 def scored_batches(tokenizer, records, batch_size, field: str = "records") -> list[dict]:
     """ftlab.data.loss_batches of checked conversational prompt/completion records, refused when no completion
     token is left to score (the mean would be 0/0)."""
-    from ftlab.data import loss_batches
     check_tokenizer(tokenizer)
     records = check_conversations(field, records)
     batches = loss_batches(tokenizer, records, check_int("batch_size", batch_size, 1))
@@ -175,8 +120,6 @@ def completion_loss(model, tokenizer, records: list[dict], batch_size: int = 8) 
     """Mean cross-entropy per completion token of conversational prompt/completion records: the held-out loss
     on the answers alone, comparable between models however they were trained (the trainer's eval_loss
     covers whatever the run's loss covered, prompt tokens included when completion_only_loss=False)."""
-    import torch
-
     check_model(model)
     batches = scored_batches(tokenizer, records, batch_size)
     device = next(model.parameters()).device
@@ -198,7 +141,6 @@ def completion_loss(model, tokenizer, records: list[dict], batch_size: int = 8) 
 def perplexity(model, tokenizer, texts: list[str], max_length: int = 256) -> float:
     """exp(mean token negative log-likelihood) over texts, each cut at max_length tokens. Texts of fewer than
     2 tokens have no next token to predict and are skipped; if all are, the perplexity is refused."""
-    import torch
     texts = check_strings("texts", texts, error=DataError)
     max_length = check_int("max_length", max_length, 2)
     check_model(model)

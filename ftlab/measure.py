@@ -11,6 +11,12 @@ from __future__ import annotations
 import threading
 import time
 
+import psutil
+import torch
+
+from ftlab.errors import FtlabError, check_number, check_text
+from ftlab.models import check_device
+
 GIB = 2**30
 
 
@@ -21,10 +27,6 @@ class MemoryMonitor:
     """
 
     def __init__(self, device: str | None = None, interval_s: float = 0.005):
-        import torch
-
-        from ftlab.errors import check_number
-        from ftlab.models import check_device
         device = check_device(device)  # ConfigError naming `device`, with the devices this machine has
         self.cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         self.device = device
@@ -38,7 +40,6 @@ class MemoryMonitor:
 
     # --- sampling -------------------------------------------------------------------------
     def _rss(self) -> int:
-        import psutil
         return psutil.Process().memory_info().rss
 
     def _sample(self):
@@ -48,7 +49,6 @@ class MemoryMonitor:
 
     def start(self) -> "MemoryMonitor":
         if self.cuda:
-            import torch
             torch.cuda.synchronize()
             self._baseline = torch.cuda.memory_allocated(self.device) / GIB
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -64,7 +64,6 @@ class MemoryMonitor:
     def snapshot(self) -> dict:
         """Current figures (GiB): peaks since start() and what is in use now."""
         if self.cuda:
-            import torch
             torch.cuda.synchronize(self.device)
             free, total = torch.cuda.mem_get_info(self.device)
             return {"allocated_gib": torch.cuda.memory_allocated(self.device) / GIB,
@@ -77,7 +76,6 @@ class MemoryMonitor:
         return {"rss_gib": rss / GIB, "peak_rss_gib": self._peak_rss / GIB, "baseline_gib": self._baseline}
 
     def mark(self, phase: str) -> dict:
-        from ftlab.errors import FtlabError, check_text
         check_text("phase", phase)
         if self._t0 is None:
             raise FtlabError(f"MemoryMonitor.mark({phase!r}) before start(): call monitor.start() first "
@@ -89,7 +87,6 @@ class MemoryMonitor:
 
     def stop(self) -> dict:
         if self._t0 is None:
-            from ftlab.errors import FtlabError
             raise FtlabError("MemoryMonitor.stop() before start(): call monitor.start() first")
         snap = self.mark("end")
         self._running = False
@@ -111,7 +108,6 @@ class MemoryMonitor:
     def report(self) -> dict:
         """The whole run's peak in one number per kind, plus the phases."""
         if self._t0 is None:  # no baseline yet: the "peak" would be the whole process's memory
-            from ftlab.errors import FtlabError
             raise FtlabError("MemoryMonitor.report() before start(): call monitor.start() first (its figures are "
                              "measured from there), then report() once the run is done")
         end = self.phases.get("end") or self.snapshot()

@@ -7,23 +7,26 @@ blocks: +0.127 bit/weight).
 """
 from __future__ import annotations
 
-from ftlab.errors import ConfigError, check_int
+from ftlab.choices import BITS, QUANT_TYPES
+from ftlab.errors import ConfigError, check_bool, check_choice, check_int
+
+# torch, transformers and bitsandbytes are imported inside the functions that need them: ftlab.models imports
+# this module, and the memory calculator resolves presets through ftlab.models without torch
 
 
 def bitsandbytes_available() -> tuple[bool, str]:
     """(usable, why not). bitsandbytes 0.50 serves CUDA and the CPU backend."""
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # lazy: only a 4/8-bit run needs it; importing it is the test
     except Exception as e:  # ImportError, or a broken native library
         return False, f"bitsandbytes cannot be imported ({type(e).__name__}: {e}); pip install bitsandbytes==0.50.2"
+    del bitsandbytes  # imported only to see that it can be
     return True, ""
 
 
 def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4", double_quant: bool = True):
     """None for 32/16 bits; a BitsAndBytesConfig for 8 or 4. Raises ConfigError naming `bits`, `quant_type`
     or `double_quant` (numpy integers are taken as int)."""
-    from ftlab.config import BITS, QUANT_TYPES
-    from ftlab.errors import check_bool, check_choice
     bits = check_choice("bits", bits, BITS)
     quant_type = check_choice("quant_type", quant_type, QUANT_TYPES)
     double_quant = check_bool("double_quant", double_quant)
@@ -34,8 +37,8 @@ def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4
         err = ConfigError("bits", bits, f"16 or 32 on this machine: {why}")
         err.args = (f"bits={bits} needs bitsandbytes: {why}. Use bits=16 instead.",)
         raise err
-    import torch
-    from transformers import BitsAndBytesConfig
+    import torch  # lazy: the calculator loads this module (through ftlab.models) without torch
+    from transformers import BitsAndBytesConfig  # lazy: as torch, and only a 4/8-bit load needs it
 
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -60,8 +63,9 @@ def keep_4bit_trainable(model) -> int:
     kernel also computes in bf16 whatever bnb_4bit_compute_dtype says, and was no faster on 2 cores: a
     24-token generate took 37 s packed, 23 s unpacked); apply_method calls it again for models loaded elsewhere."""
     try:
+        # lazy: bitsandbytes is optional (a 16-bit set-up runs without it)
         import bitsandbytes as bnb
-        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse as unpack
+        from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse as unpack  # lazy: as above
     except Exception:  # no bitsandbytes, or one without the CPU repacking
         return 0
     unpacked = 0
@@ -86,7 +90,7 @@ BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # what bitsandbytes 
 
 def _tensor(w, field: str = "w"):
     """A non-empty torch tensor of numbers (a list has no .float(); an empty one has no absmax)."""
-    import torch
+    import torch  # lazy: the calculator loads this module (through ftlab.models) without torch
     if not isinstance(w, torch.Tensor) or w.numel() == 0 or w.is_complex() or w.dtype == torch.bool:
         raise ConfigError(field, w, "a non-empty torch tensor of real numbers, e.g. "
                           "model.model.layers[0].self_attn.q_proj.weight (torch.tensor(values) makes one)")
@@ -118,7 +122,7 @@ def absmax_quantize(w, bits: int = 8, blocksize: int | None = None):
     consecutive values (QLoRA's scheme). Returns (q as int8, absmax per row/block). Rounding to the nearest
     of 2L+1 evenly spaced levels errs by at most absmax / (2L) per value.
     w: a torch tensor; bits: 2 to 8 (q is int8); blocksize: None, or a positive integer dividing w.numel()."""
-    import torch
+    import torch  # lazy: the calculator loads this module (through ftlab.models) without torch
     w = _tensor(w)
     bits = _bits(bits)
     if blocksize is not None:
@@ -145,7 +149,7 @@ def quantization_errors(w, blocksize: int = 64) -> dict:
     sizes (32, 64, ..., 4096) that divides w.numel()."""
     w = _tensor(w)
     blocksize = _blocksize(blocksize, w, BNB_BLOCKSIZES)
-    import bitsandbytes.functional as F
+    import bitsandbytes.functional as F  # lazy: bitsandbytes is optional (a 16-bit set-up runs without it)
     w = w.float()
     out = {}
     q, s = absmax_quantize(w, 8)
@@ -161,8 +165,8 @@ def quantization_errors(w, blocksize: int = 64) -> dict:
 def nf4_levels() -> list[float]:
     """The 16 NF4 values (Dettmers et al., 2023, §3: quantiles of N(0, 1) scaled to [-1, 1], with an exact 0)
     as bitsandbytes uses them: the code table of a real 4-bit quantisation."""
-    import torch
-    import bitsandbytes.functional as F
+    import torch  # lazy: the calculator loads this module (through ftlab.models) without torch
+    import bitsandbytes.functional as F  # lazy: bitsandbytes is optional (a 16-bit set-up runs without it)
     _, state = F.quantize_4bit(torch.zeros(64), blocksize=64, quant_type="nf4")
     return [round(float(v), 4) for v in state.code]
 
@@ -172,7 +176,7 @@ def storage_bytes(model) -> int:
     get_memory_footprint() counts parameters and buffers only, so it misses 4-bit absmax values (and
     cannot show what double quantisation saves); this adds each 4-bit weight's quant_state (absmax, the
     code table, and the nested second-level state) and each 8-bit weight's row scales (SCB)."""
-    import torch
+    import torch  # lazy: the calculator loads this module (through ftlab.models) without torch
     if not isinstance(model, torch.nn.Module):
         raise ConfigError("model", model, "a loaded model, a torch.nn.Module (ftlab.models.load_model returns it)")
 

@@ -1,6 +1,8 @@
 """Records as ftlab reads and checks them: a user's JSON-lines or JSON file (strictly, naming the file and line
 of a mistake, with a seeded held-out split when it has no "split" field), and the shapes the trainers take
-(task records, prompt/completion or chat records), each refused with its index and what it holds.
+(task records, prompt/completion or chat records, conversational records as loss_batches and the trainers
+read them), each refused with its index and what it holds; and the tokenizer that turns them into tokens.
+Both ftlab.data and ftlab.evaluation check their inputs with these, so neither needs the other to do it.
 """
 from __future__ import annotations
 
@@ -169,7 +171,8 @@ def check_sft_records(records, field: str = "train_records") -> list[dict]:
         where = f"{field}[{i}]"
         if not isinstance(r, dict):
             raise DataError(f"{where} is {type(r).__name__} {_short(r)}: a dict is needed, e.g. "
-                            "{'prompt': ..., 'completion': ...} (ftlab.data.to_prompt_completion makes them)", field=field)
+                            "{'prompt': ..., 'completion': ...} (ftlab.data.to_prompt_completion makes them)",
+                            field=field)
         if "chosen" in r or "rejected" in r:
             raise DataError(f"{where} is a preference pair ({sorted(r)}): supervised fine-tuning needs prompt/"
                             "completion records; train on pairs with ftlab.align.train_dpo or train_reward_model",
@@ -204,7 +207,8 @@ def _check_content(value, where: str, field: str, messages: bool = False) -> str
         for j, m in enumerate(value):
             ok = isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
             if not ok:
-                raise DataError(f"{where}[{j}] is {_short(m)}: a message is {{'role': str, 'content': str}}", field=field)
+                raise DataError(f"{where}[{j}] is {_short(m)}: a message is {{'role': str, 'content': str}}",
+                                field=field)
         return "messages"
     what = "a non-empty list of messages" if messages else "a non-empty string or a list of messages"
     raise DataError(f"{where} is {type(value).__name__} {_short(value)}: {what} is needed", field=field)
@@ -217,3 +221,62 @@ def _check_list(records, field: str) -> None:
                         field=field)
     if not records:
         raise DataError(f"{field} is empty: at least one record is needed", field=field)
+
+
+def check_tokenizer(tokenizer, field: str = "tokenizer"):
+    """The model's tokenizer (a transformers tokenizer: callable, with a chat template method)."""
+    if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "apply_chat_template"):
+        shown = tokenizer if tokenizer is None or isinstance(tokenizer, (str, bytes, int, float)) else \
+            type(tokenizer).__name__
+        raise ConfigError(field, shown, "the model's tokenizer (load_model returns it)")
+    return tokenizer
+
+
+def check_conversations(field: str, records, keys: tuple = ("prompt", "completion"), text_ok: bool = False,
+                        allow_empty: bool = False) -> list[dict]:
+    """Records as TRL's trainers and ftlab.data.loss_batches read them: a list of dicts whose `keys` each hold a
+    non-empty list of {"role": str, "content": str} messages (text_ok: or each a non-empty string). DataError
+    names the record, what it has and what is needed, before a model runs."""
+    needed = " and ".join(repr(k) for k in keys)
+    if isinstance(records, (str, dict)) or not isinstance(records, (list, tuple)):
+        hint = " (one record? put it in a list)" if isinstance(records, dict) else ""
+        raise DataError(f"{field}={_short(records)} is not allowed: a list of records with {needed} is needed, "
+                        f"not a {type(records).__name__}{hint}", field=field)
+    if not records and not allow_empty:
+        raise DataError(f"{field}={_short(records)} is not allowed: it is empty; at least one record with {needed} "
+                        "is needed", field=field)
+    what = "a non-empty string or a non-empty list of messages" if text_ok else \
+        "a non-empty list of {'role': str, 'content': str} messages"
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise DataError(f"{field}[{i}] is {type(r).__name__} {_short(r)}: a dict with {needed} is needed",
+                            field=field)
+        missing = [k for k in keys if k not in r]
+        if missing:
+            raise DataError(f"{field}[{i}] has keys {sorted(r)}: needed are {needed}{_shape_hint(r, keys)}",
+                            field=field)
+        kinds = set()
+        for k in keys:
+            v = r[k]
+            if text_ok and isinstance(v, str) and v.strip():
+                kinds.add("text")
+                continue
+            ok = isinstance(v, list) and v and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                   and isinstance(m.get("content"), str) for m in v)
+            if not ok:
+                raise DataError(f"{field}[{i}][{k!r}] is {type(v).__name__} {_short(v)}: {what} is needed",
+                                field=field)
+            kinds.add("messages")
+        if len(kinds) > 1:  # TRL applies the chat template to all of a record or to none of it
+            raise DataError(f"{field}[{i}]: {needed} must all be strings or all message lists", field=field)
+    return list(records)
+
+
+def _shape_hint(record: dict, keys: tuple) -> str:
+    if "chosen" in record and "chosen" not in keys:
+        return " (this is a preference pair: train on pairs with ftlab.align.train_dpo or train_reward_model)"
+    if "completion" in record and "chosen" in keys:
+        return " (this is a prompt/completion record; ftlab.align.preference_pairs makes preference pairs)"
+    if "source" in record:
+        return " (task records from load_records go through ftlab.data.to_prompt_completion first)"
+    return ""

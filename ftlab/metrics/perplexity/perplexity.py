@@ -9,6 +9,7 @@ import math
 
 import datasets
 import evaluate
+import torch
 
 
 class Perplexity(evaluate.Metric):
@@ -18,7 +19,6 @@ class Perplexity(evaluate.Metric):
             features=datasets.Features({"predictions": datasets.Value("string")}))
 
     def _compute(self, predictions, model=None, tokenizer=None, max_length=256):
-        import torch
         if model is None or tokenizer is None:
             raise ValueError("perplexity needs model= and tokenizer= (the model in memory)")
         device = next(model.parameters()).device
@@ -27,7 +27,8 @@ class Perplexity(evaluate.Metric):
         per_text, nll, n = [], 0.0, 0
         with torch.no_grad():
             for text in predictions:
-                ids = tokenizer(text, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"].to(device)
+                ids = tokenizer(text, return_tensors="pt", truncation=True,
+                                max_length=max_length)["input_ids"].to(device)
                 if ids.shape[1] < 2:
                     continue
                 loss = model(input_ids=ids, labels=ids).loss.float().item()
