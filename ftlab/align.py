@@ -3,7 +3,7 @@ GRPO (GRPOTrainer with a rule-based reward). TRL does the training; ftlab adds t
 shared run settings (ftlab.train.trainer_args), its ReportCallback for live plots and Stop, and the per-step
 series a lab plots (DPO's margin, GRPO's mean reward) read from the trainer's log history.
 
-The three trainers train LoRA adapters (LORA below: r=16, alpha=32, every linear layer) on cfg.model loaded
+The three trainers train LoRA adapters (LORA_SETTINGS below: r=16, alpha=32, every linear layer) on cfg.model loaded
 unquantised (load_model's default bits=16); of the TrainConfig they read the model, the run settings (steps,
 batch, rate, length, optimizer, seed, output_dir) and trust_remote_code, not its LoRA fields, and refuse a cfg
 asking for another method or an 8/4-bit base."""
@@ -13,18 +13,26 @@ import numbers
 import random
 import re
 
+import torch
+from peft import LoraConfig
+
+from ftlab import models
+from ftlab.config import TrainConfig
 from ftlab.data import format_prompt, load_records
 from ftlab.errors import ConfigError, DataError, check_choice, check_int, check_listeners, check_number, check_text
 from ftlab.errors import short as _short
 from ftlab.evaluation import check_conversations
+from ftlab.method_table import LORA
+from ftlab.trainer import build_trainer, train_guarded, trainer_args
 
 PAIR = ("prompt", "chosen", "rejected")
 
 # LoRA on the attention and MLP projections, as ftlab's "lora" method; SEQ_CLS keeps the new score head trainable
-LORA = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
+LORA_SETTINGS = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear")
 
 
-def preference_pairs(split: str = "train", n: int | None = None, seed: int = 0, negatives: str = "sibling") -> list[dict]:
+def preference_pairs(split: str = "train", n: int | None = None, seed: int = 0,
+                     negatives: str = "sibling") -> list[dict]:
     """Preference records in TRL's conversational shape: {"prompt": [user turn], "chosen": [assistant turn],
     "rejected": [assistant turn]}, the chosen answer a word's WordNet gloss. negatives="sibling" (the embedded
     pairs): the rejected answer is the gloss of a sibling word under the same hypernym, same style and topic,
@@ -132,33 +140,15 @@ def series(history: list[dict], key: str) -> list[tuple[int, float]]:
 
 def _check_run(cfg, listeners):
     """What every trainer here reads before a model loads: a TrainConfig, and listeners that can be called."""
-    from ftlab.config import TrainConfig
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., ...))")
     trains = ("the alignment trainers train LoRA adapters (r=16, alpha=32, every linear layer) on cfg.model "
               "loaded unquantised (bits=16)")
-    if cfg.method != "lora":
-        raise ConfigError("method", cfg.method, f"'lora': {trains}")
+    if cfg.method != LORA.name:
+        raise ConfigError("method", cfg.method, f"{LORA.name!r}: {trains}")
     if cfg.effective_bits in (8, 4):
         raise ConfigError("bits", cfg.effective_bits, f"16 or 32: {trains}; an 8- or 4-bit base is not supported here")
     check_listeners(listeners)
-
-
-def _callbacks(listeners, callback):
-    """The run's ReportCallback (live plots, Stop); called before a trainer is built, which tokenizes its data
-    with datasets' map(): in a notebook each map would add a progress widget."""
-    import datasets
-
-    from ftlab.report import ReportCallback
-    datasets.disable_progress_bars()
-    return callback or ReportCallback(listeners)
-
-
-def _quiet(trainer):
-    """Our listeners report; the default printer would print each step's log dict."""
-    from transformers import PrinterCallback
-    trainer.remove_callback(PrinterCallback)
-    return trainer
 
 
 def train_reward_model(cfg, train_pairs, eval_pairs, *, listeners=None, callback=None):
@@ -169,19 +159,13 @@ def train_reward_model(cfg, train_pairs, eval_pairs, *, listeners=None, callback
     _check_run(cfg, listeners)
     train_pairs = check_conversations("train_pairs", train_pairs, PAIR, text_ok=True)
     eval_pairs = check_conversations("eval_pairs", eval_pairs, PAIR, text_ok=True)  # before and after are read on it
-    from datasets import Dataset
-    from peft import LoraConfig
+    # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
     from trl import RewardConfig, RewardTrainer
-
-    from ftlab.models import load_model
-    from ftlab.train import train_guarded, trainer_args
-    import torch
     torch.manual_seed(cfg.seed)  # the new score head (drawn while loading) and LoRA weights: the same every run
-    model, tok = load_model(cfg.model, for_classification=1, trust_remote_code=cfg.trust_remote_code)
-    cb = _callbacks(listeners, callback)
-    trainer = _quiet(RewardTrainer(model=model, args=trainer_args(RewardConfig, cfg), processing_class=tok,
-                            train_dataset=Dataset.from_list(train_pairs), eval_dataset=Dataset.from_list(eval_pairs),
-                            peft_config=LoraConfig(task_type="SEQ_CLS", **LORA), callbacks=[cb]))
+    model, tok = models.load_model(cfg.model, for_classification=1, trust_remote_code=cfg.trust_remote_code)
+    trainer, cb = build_trainer(RewardTrainer, trainer_args(RewardConfig, cfg), model=model, tokenizer=tok,
+                                train_records=train_pairs, eval_records=eval_pairs, listeners=listeners,
+                                callback=callback, peft_config=LoraConfig(task_type="SEQ_CLS", **LORA_SETTINGS))
     before = _eval(trainer)
     train_guarded(trainer, cfg, cb.result)
     after = _eval(trainer)
@@ -197,7 +181,6 @@ def _eval(trainer) -> dict:
 def reward_scores(model, tokenizer, pairs: list[dict], batch_size: int = 8) -> list[tuple[float, float]]:
     """(reward of chosen, reward of rejected) for each pair. Conversations are scored in right-padded batches:
     the score head reads the last token that is not padding, as RewardTrainer trains it."""
-    import torch
     pairs = check_conversations("pairs", pairs, PAIR)  # conversations: each is rendered by the chat template
     batch_size = check_int("batch_size", batch_size, 1)
     texts = [tokenizer.apply_chat_template(p["prompt"] + p[side], tokenize=False)
@@ -221,27 +204,21 @@ def train_dpo(cfg, train_pairs, eval_pairs=None, *, beta: float = 0.1, listeners
     """DPO (Rafailov et al., 2023) with TRL's DPOTrainer and LoRA: the reference model is the same base with
     the adapter switched off, so only one copy is in memory. Returns (model, tokenizer, held_out, history):
     held_out is the evaluation on eval_pairs after training (mean margin, share of pairs with a positive margin,
-    mean reward of chosen and of rejected); the history has per step "rewards/chosen", "rewards/rejected" (β·log πθ/πref of each answer) and "rewards/margins"."""
+    mean reward of chosen and of rejected); the history has per step "rewards/chosen", "rewards/rejected"
+    (β·log πθ/πref of each answer) and "rewards/margins"."""
     _check_run(cfg, listeners)
     # β scales log πθ/πref: β ≤ 0 would reward the rejected answers (or nothing); nan would train to nan
     beta = check_number("beta", beta, 0, lo_open=True)
     train_pairs = check_conversations("train_pairs", train_pairs, PAIR, text_ok=True)
     if eval_pairs is not None:
         eval_pairs = check_conversations("eval_pairs", eval_pairs, PAIR, text_ok=True, allow_empty=True)
-    from datasets import Dataset
-    from peft import LoraConfig
+    # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
     from trl import DPOConfig, DPOTrainer
-
-    from ftlab.models import load_model
-    from ftlab.train import train_guarded, trainer_args
-    import torch
-    model, tok = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model, tok = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     torch.manual_seed(cfg.seed)
-    trainer = _quiet(DPOTrainer(model=model, args=trainer_args(DPOConfig, cfg, beta=beta), processing_class=tok,
-                         train_dataset=Dataset.from_list(train_pairs),
-                         eval_dataset=Dataset.from_list(eval_pairs) if eval_pairs else None,
-                         peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
-                         callbacks=[cb := _callbacks(listeners, callback)]))
+    trainer, cb = build_trainer(DPOTrainer, trainer_args(DPOConfig, cfg, beta=beta), model=model, tokenizer=tok,
+                                train_records=train_pairs, eval_records=eval_pairs, listeners=listeners,
+                                callback=callback, peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA_SETTINGS))
     train_guarded(trainer, cfg, cb.result)
     held_out = {}
     if eval_pairs:  # before training the policy is the reference (LoRA starts at zero): every margin is 0
@@ -272,21 +249,16 @@ def train_grpo(cfg, prompts, reward_funcs, *, num_generations: int = 4, max_comp
         raise ConfigError("batch_size", cfg.batch_size, f"a multiple of num_generations={num_generations} "
                           "(each prompt gets a group of answers)")
     prompts = check_conversations("prompts", prompts, ("prompt",), text_ok=True)
-    from datasets import Dataset
-    from peft import LoraConfig
+    # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
     from trl import GRPOConfig, GRPOTrainer
-
-    from ftlab.models import load_model
-    from ftlab.train import train_guarded, trainer_args
-    import torch
-    model, tok = load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    model, tok = models.load_model(cfg.model, trust_remote_code=cfg.trust_remote_code)
     torch.manual_seed(cfg.seed)
     args = trainer_args(GRPOConfig, cfg, num_generations=num_generations, max_completion_length=max_completion_length,
                         temperature=temperature, beta=beta,
                         include_num_input_tokens_seen="no")  # GRPO builds its inputs itself: nothing to count
-    trainer = _quiet(GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args, processing_class=tok,
-                          train_dataset=Dataset.from_list(prompts), peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA),
-                          callbacks=[cb := _callbacks(listeners, callback)]))
+    trainer, cb = build_trainer(GRPOTrainer, args, model=model, tokenizer=tok, train_records=prompts,
+                                listeners=listeners, callback=callback, reward_funcs=reward_funcs,
+                                peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA_SETTINGS))
     train_guarded(trainer, cfg, cb.result)
     trainer.model.eval()
     return trainer.model, tok, trainer.state.log_history

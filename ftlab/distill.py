@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import copy
 import numbers
+import os
 
+import numpy as np
 import torch
 
+from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, check_int, check_number
-from ftlab.evaluation import check_conversations, check_model, check_tokenizer, scored_batches
+from ftlab.evaluation import check_conversations, check_model, check_tokenizer, generate, scored_batches
+from ftlab.trainer import build_trainer, train_guarded, trainer_args
 
 
 def _number(field: str, value, *args, **kwargs) -> float:
@@ -34,7 +38,6 @@ def shrink(model, keep: int | list[int]):
         shown = type(model).__name__ if isinstance(model, torch.nn.Module) else model
         raise ConfigError("model", shown, "a decoder-only transformers model with its blocks in "
                           "model.model.layers (e.g. LlamaForCausalLM); merge a peft model first (merge_and_unload)")
-    import numpy as np
     given = keep
     if isinstance(keep, numbers.Integral) and not isinstance(keep, bool):
         keep = int(keep)
@@ -117,7 +120,6 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
     Every weight of the student trains (full fine-tuning), whatever cfg.method says: of cfg only the run
     settings are used (max_steps, batch_size, learning_rate, seed; seq_len, optimizer, gradient_checkpointing
     and output_dir as every trainer here reads them), never its method, LoRA or quantisation fields."""
-    from ftlab.config import TrainConfig
     _student_and_teacher(student, teacher)
     check_tokenizer(tokenizer)
     # T ≤ 0 or nan divides the logits into nonsense, and the T² scale then trains the weights to nan
@@ -126,28 +128,18 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(method='full', ...))")
     train_records = check_conversations("train_records", train_records)
-    import os
-
-    import datasets
-    from datasets import Dataset
-    from transformers import PrinterCallback
     # GKDTrainer lives in trl.experimental, which warns on import; this module pins trl and tests the API
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
     from trl.experimental.gkd import GKDConfig, GKDTrainer
-
-    from ftlab.report import ReportCallback
-    from ftlab.train import train_guarded, trainer_args
-    datasets.disable_progress_bars()
     student.requires_grad_(True)  # a copy of a frozen (merged) teacher has every weight frozen
     teacher.requires_grad_(False)
     trainer_class = type("TemperatureGKDTrainer", (_TemperatureGKD, GKDTrainer), {})
     args = trainer_args(GKDConfig, cfg, lmbda=0.0, beta=beta, temperature=temperature, seq_kd=False,
                         include_num_input_tokens_seen="no")
-    cb = callback or ReportCallback(listeners)
     messages = [{"messages": r["prompt"] + r["completion"]} for r in train_records]
-    trainer = trainer_class(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
-                            train_dataset=Dataset.from_list(messages), callbacks=[cb])
-    trainer.remove_callback(PrinterCallback)
+    trainer, cb = build_trainer(trainer_class, args, model=student, tokenizer=tokenizer, train_records=messages,
+                                listeners=listeners, callback=callback, teacher_model=teacher)
     train_guarded(trainer, cfg, cb.result)
     student.eval()
     return cb.result, student
@@ -156,7 +148,6 @@ def train_token_kd(student, teacher, tokenizer, train_records, cfg, *, temperatu
 def with_teacher_answers(teacher, tokenizer, train_records, max_new_tokens: int = 32) -> list[dict]:
     """Sequence-level distillation's data (Kim & Rush, 2016): the same prompts, with the teacher's greedy answer
     as the completion."""
-    from ftlab.evaluation import generate
     check_model(teacher, "teacher")
     check_tokenizer(tokenizer)
     train_records = check_conversations("train_records", train_records, ("prompt",))

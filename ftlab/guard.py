@@ -3,11 +3,16 @@ that says what to do, and the last good weights kept (GoodWeights). Checkpoints 
 """
 from __future__ import annotations
 
+import gc
 import math
+from dataclasses import replace
 
+import torch
 from transformers import TrainerCallback
 
+from ftlab.errors import ConfigError
 from ftlab.memory import estimate_memory
+from ftlab.method_table import QLORA
 
 
 class TrainingFailed(RuntimeError):
@@ -32,7 +37,6 @@ class NonFiniteLoss(TrainingFailed):
 
 def oom_message(cfg, error: BaseException) -> str:
     """The estimate, what was free, and the cheapest fixes first (each with what it saves, from the calculator)."""
-    import torch
     free = ""
     if torch.cuda.is_available():
         f, total = torch.cuda.mem_get_info()
@@ -43,12 +47,9 @@ def oom_message(cfg, error: BaseException) -> str:
     except Exception:  # an unknown model offline: still give the fixes
         head = f"Out of memory.{free}"
     fixes = []
-    from dataclasses import replace
-
-    from ftlab.errors import ConfigError
     for label, change in (("gradient_checkpointing=True", dict(gradient_checkpointing=True)),
                           (f"batch_size={max(1, cfg.batch_size // 2)}", dict(batch_size=max(1, cfg.batch_size // 2))),
-                          ("bits=4 with method='qlora'", dict(method="qlora", bits=4)),
+                          (f"bits=4 with method={QLORA.name!r}", dict(method=QLORA.name, bits=4)),
                           (f"seq_len={max(8, cfg.seq_len // 2)}", dict(seq_len=max(8, cfg.seq_len // 2)))):
         if all(getattr(cfg, k) == v for k, v in change.items()):
             continue  # already so
@@ -67,9 +68,6 @@ def oom_message(cfg, error: BaseException) -> str:
 
 def free_memory() -> None:
     """Give cached GPU memory back after a failure, so the next cell (or run) starts clean."""
-    import gc
-
-    import torch
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -91,7 +89,6 @@ class GoodWeights(TrainerCallback):
         self.good_step: int | None = None   # the step whose (finite) loss the restored weights gave
 
     def on_train_begin(self, args, state, control, model=None, **kw):
-        import torch
         self.params = [p for p in model.parameters() if p.requires_grad]
         if sum(p.numel() for p in self.params) <= self.max_params:
             on_gpu = any(p.is_cuda for p in self.params)
@@ -110,7 +107,6 @@ class GoodWeights(TrainerCallback):
             for c, p in zip(self.copies[step % 2], self.params):
                 c.copy_(p.detach())
         else:
-            import torch
             self.stream.wait_stream(torch.cuda.current_stream())  # the weights as the last update left them
             with torch.cuda.stream(self.stream):
                 for c, p in zip(self.copies[step % 2], self.params):
@@ -119,7 +115,6 @@ class GoodWeights(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kw):
         if self.stream is not None and self.copies is not None:
-            import torch
             torch.cuda.current_stream().wait_stream(self.stream)  # don't update weights still being copied
 
     def on_log(self, args, state, control, logs=None, **kw):
@@ -130,7 +125,6 @@ class GoodWeights(TrainerCallback):
         control.should_training_stop = True
         good = k - 1 if self.taken.get((k - 1) % 2) == k - 1 else None
         if self.copies is not None and good is not None:
-            import torch
             if self.stream is not None:
                 self.stream.synchronize()
             with torch.no_grad():

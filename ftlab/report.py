@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import psutil
+import torch
 from transformers import TrainerCallback
 
 
@@ -147,9 +149,7 @@ class ReportCallback(TrainerCallback):
 def memory_now() -> dict:
     """Memory in use now, cheaply (a few µs): on CUDA the allocator's current and peak allocation, else
     the process's resident memory (the CPU has no allocator counters; see ftlab.measure)."""
-    import torch
     if torch.cuda.is_available():
         return {"memory_gib": torch.cuda.memory_allocated() / 2**30,
                 "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "memory_kind": "cuda allocated"}
-    import psutil
     return {"memory_gib": psutil.Process().memory_info().rss / 2**30, "memory_kind": "process RSS"}

@@ -2,55 +2,42 @@
 
 ftlab does not write a trainer: TRL's SFTTrainer computes the loss (completion-only on
 prompt/completion data, with a fused LM head that never holds the full logits), steps the optimizer
-and schedules the learning rate. Here: the TRL arguments every trainer shares (trainer_args), a supervised
-run with its guards (train_sft), the guard for the other trainers (train_guarded), and `finetune`, everything
-a Run button does. The notebook's background runner is ftlab.runner.
+and schedules the learning rate. Here: a supervised run with its guards (train_sft) and `finetune`, everything
+a Run button does. The TRL arguments every trainer shares (trainer_args), the trainer set-up (build_trainer) and
+the guard for the other trainers (train_guarded) are ftlab.trainer's; the notebook's background runner is
+ftlab.runner.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 
-from transformers import PrinterCallback
+import torch
 
+from ftlab import models
 from ftlab.checkpoints import CHECKPOINT, checkpoint_for, save_checkpoint
-from ftlab.errors import CheckpointError
-from ftlab.guard import GoodWeights, NonFiniteLoss, OutOfMemory, TrainingFailed, free_memory, oom_message
+from ftlab.config import TrainConfig
+from ftlab.errors import CheckpointError, ConfigError, DataError, check_int, check_listeners
+from ftlab.guard import GoodWeights, OutOfMemory, TrainingFailed, oom_message
+from ftlab.methods import apply_method, check_setup
+from ftlab.records import check_sft_records
 from ftlab.report import ReportCallback, TrainResult
-from ftlab.runner import TRAINING_THREAD, Run  # noqa: F401  (where they were: ftlab.train.Run still works)
+from ftlab.results import check_output_dir
+from ftlab.runner import TRAINING_THREAD, Run
+from ftlab.saved import check_applied
+from ftlab.trained import save_trained
+from ftlab.trainer import OPTIM, build_trainer, release, stop_if_non_finite, train_guarded, trainer_args
 
-
-# ftlab's optimizer names -> transformers' `optim` values
-OPTIM = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit", "sgd": "sgd"}
-
-
-def trainer_args(config_class, cfg, *, eval_steps: int | None = None, **overrides):
-    """A TRL config (SFTConfig, RewardConfig, DPOConfig, GRPOConfig, ...) from a TrainConfig: the precision
-    that suits the device, logging every step, no saving, the run's steps, batch, rate, optimizer and seeds."""
-    import torch
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    optim = OPTIM[cfg.optimizer]
-    if optim == "adamw_torch" and cuda:
-        optim = "adamw_torch_fused"
-    kw = dict(output_dir=cfg.output_dir, max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-              per_device_eval_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, max_length=cfg.seq_len,
-              lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, cfg.max_steps // 10),
-              activation_checkpointing=cfg.gradient_checkpointing, optim=optim, seed=cfg.seed, data_seed=cfg.seed,
-              bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda, logging_steps=1, save_strategy="no",
-              report_to="none", disable_tqdm=True, include_num_input_tokens_seen="all",
-              eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, dataloader_num_workers=0,
-              logging_nan_inf_filter=False)  # the default hides a nan loss from the logs: GoodWeights must see it
-    if cfg.gradient_checkpointing:
-        kw["activation_checkpointing_kwargs"] = {"use_reentrant": False}
-    names = {f.name for f in dataclasses.fields(config_class)}  # GRPOConfig has no max_length, for one
-    kw = {k: v for k, v in kw.items() if k in names}
-    kw.update(overrides)
-    return config_class(**kw)
+# Run, TRAINING_THREAD (ftlab.runner's), OPTIM, trainer_args and train_guarded (ftlab.trainer's) are re-exported:
+# ftlab.train.Run and the rest still work where they were
+__all__ = ["OPTIM", "Run", "TRAINING_THREAD", "check_run_arguments", "finetune", "sft_config", "train_guarded",
+           "train_sft", "trainer_args"]
 
 
 def sft_config(cfg, *, eval_steps: int | None = None, **overrides):
     """SFTConfig from a TrainConfig (see trainer_args), without packing."""
+    # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
     from trl import SFTConfig
     return trainer_args(SFTConfig, cfg, eval_steps=eval_steps, **{"packing": False, **overrides})
 
@@ -67,21 +54,16 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     checkpoint with the optimizer state goes to output_dir/checkpoint for `resume_from`. Out of memory and a
     non-finite loss raise OutOfMemory / NonFiniteLoss (ftlab.guard) with the last good weights in the model.
     """
-    import datasets
-    from datasets import Dataset
+    # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
     from trl import SFTTrainer
     check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
                         sft_overrides=sft_overrides)
-    datasets.disable_progress_bars()  # in a notebook each map() would add a progress widget; our listeners report
-    cb = callback or ReportCallback(listeners)
-    if listeners and callback is not None:
-        cb.listeners += list(listeners)
-    trainer = SFTTrainer(model=model, args=sft_config(cfg, eval_steps=eval_steps, **sft_overrides),
-                         train_dataset=Dataset.from_list(list(train_records)),
-                         eval_dataset=Dataset.from_list(list(eval_records)) if eval_records else None,
-                         processing_class=tokenizer, callbacks=[cb, *(extra_callbacks or [])])
+    if listeners and callback is not None:  # a Run's callback: these listeners hear the run too
+        callback.listeners += list(listeners)
+    trainer, cb = build_trainer(SFTTrainer, sft_config(cfg, eval_steps=eval_steps, **sft_overrides), model=model,
+                                tokenizer=tokenizer, train_records=train_records, eval_records=eval_records,
+                                listeners=listeners, callback=callback, extra_callbacks=extra_callbacks)
     _account_for_truncation(trainer, cb.result, len(train_records), len(eval_records or []), cfg.seq_len)
-    trainer.remove_callback(PrinterCallback)  # our listeners report; the default printer would repeat each log
     guard = GoodWeights()
     trainer.add_callback(guard)
     if eval_records and eval_before and not resume_from:  # the held-out loss at step 0: "did it learn"
@@ -94,21 +76,16 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
         cb.result.stopped, cb.result.stop_reason = True, "interrupted (KeyboardInterrupt)"
         cb.finish(trainer.state)
     except Exception as e:
-        import torch
         if not isinstance(e, torch.OutOfMemoryError) and "out of memory" not in str(e).lower():
             raise
         # the weights are those of the last completed step: the failed step never reached optimizer.step()
         model.zero_grad(set_to_none=True)
         cb.result.stopped, cb.result.stop_reason = True, "out of memory"
         cb.finish(trainer.state)
-        _release(trainer)
+        release(trainer)
         raise OutOfMemory(oom_message(cfg, e), cb.result) from None
     model.eval()
-    if guard.bad_step is not None:
-        cb.result.stopped, cb.result.stop_reason = True, f"non-finite loss at step {guard.bad_step}"
-        cb.result.steps = guard.good_step - 1 if guard.good_step is not None else guard.bad_step
-        _release(trainer)
-        raise NonFiniteLoss(guard.message(cfg), cb.result)
+    stop_if_non_finite(trainer, guard, cfg, cb.result, count_good_steps=True)
     if cb.result.stopped:  # Stop or interrupt: keep what is needed to resume (optimizer state included)
         cb.result.checkpoint = save_checkpoint(trainer, os.path.join(cfg.output_dir, CHECKPOINT), cfg)
     if eval_records:
@@ -121,9 +98,6 @@ def check_run_arguments(cfg, train_records, eval_records=None, *, listeners=None
     """What a training run is handed, checked before any weights load or the trainer tokenises: a valid
     TrainConfig (validated again: a field changed after creation is caught here), the records' shape, the
     listeners, eval_steps, and SFTConfig overrides that exist (a misspelt one is named with the nearest)."""
-    from ftlab.config import TrainConfig
-    from ftlab.errors import ConfigError, check_int, check_listeners
-    from ftlab.records import check_sft_records
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., method=..., ...))")
     cfg.validate()
@@ -134,28 +108,14 @@ def check_run_arguments(cfg, train_records, eval_records=None, *, listeners=None
     if eval_steps is not None:
         check_int("eval_steps", eval_steps, 1)
     if sft_overrides:
-        from trl import SFTConfig  # heavy: imported when a run needs it anyway
+        # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
+        from trl import SFTConfig
         known = [f.name for f in dataclasses.fields(SFTConfig)]
         for key in sft_overrides:
             if key not in known:
-                import difflib
                 near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
                 raise ConfigError(key, sft_overrides[key], (f"did you mean {near[0]!r}? " if near else "") +
                                   "it is not an SFTConfig field (extra keyword arguments go to TRL's SFTConfig)")
-
-
-def train_guarded(trainer, cfg, result: TrainResult | None = None) -> None:
-    """trainer.train() for the other TRL trainers (reward, DPO, GRPO, GKD) with train_sft's non-finite guard:
-    at a nan/inf loss the run stops, the weights that gave the last finite loss are put back, and
-    NonFiniteLoss says so (without it a bad temperature or beta trains on to non-finite weights in silence)."""
-    guard = GoodWeights()
-    trainer.add_callback(guard)
-    trainer.train()
-    if guard.bad_step is not None:
-        if result is not None:
-            result.stopped, result.stop_reason = True, f"non-finite loss at step {guard.bad_step}"
-        _release(trainer)
-        raise NonFiniteLoss(guard.message(cfg), result)
 
 
 def _account_for_truncation(trainer, result: TrainResult, n_train: int, n_eval: int, seq_len: int) -> None:
@@ -174,12 +134,10 @@ def _account_for_truncation(trainer, result: TrainResult, n_train: int, n_eval: 
     fix = ("raise seq_len, or shorten the prompts (ftlab.data.fit_to_length cuts the source and keeps the "
            "completion whole)")
     if len(kept) == 0:
-        from ftlab.errors import DataError
         raise DataError(f"train_records: none of the {n_train} examples keeps a completion token within "
                         f"seq_len={seq_len} (each prompt alone fills it), so there is nothing to train on: {fix}",
                         field="seq_len")
     if trainer.eval_dataset is not None and len(trainer.eval_dataset) == 0:
-        from ftlab.errors import DataError
         raise DataError(f"eval_records: none of the {n_eval} held-out examples keeps a completion token within "
                         f"seq_len={seq_len}: {fix}", field="seq_len")
     if result.dropped_examples or result.truncated_examples or result.eval_dropped_examples:
@@ -187,13 +145,6 @@ def _account_for_truncation(trainer, result: TrainResult, n_train: int, n_eval: 
               f"fills seq_len={seq_len}) and {result.truncated_examples} were cut at seq_len"
               + (f"; {result.eval_dropped_examples} of {n_eval} held-out examples were left out"
                  if result.eval_dropped_examples else "") + f". To keep them whole: {fix}.", flush=True)
-
-
-def _release(trainer) -> None:
-    """Drop the optimizer state and cached blocks after a failure: the kernel goes on with memory back."""
-    trainer.optimizer = None
-    trainer.lr_scheduler = None
-    free_memory()
 
 
 def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = None, *, model=None, tokenizer=None,
@@ -207,17 +158,9 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     stopped run from output_dir/checkpoint: step count, optimizer state and loss curve go on. Other keyword
     arguments go to the SFTConfig (e.g. completion_only_loss=False). Returns (TrainResult, model).
     """
-    import os
-
-    from ftlab.errors import ConfigError
-    from ftlab.methods import apply_method, check_setup
-    from ftlab.trained import save_trained
-    from ftlab.models import resolve_arch
-    from ftlab.results import check_output_dir
     check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
                         sft_overrides=sft_overrides)
     if model is not None:
-        import torch
         if isinstance(model, tuple):
             raise ConfigError("model", f"a tuple of {len(model)}", "the model alone: model, tokenizer = "
                               "load_model(...), then finetune(..., model=model, tokenizer=tokenizer)")
@@ -226,21 +169,18 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
         if tokenizer is None:
             raise ConfigError("tokenizer", None, "the model's tokenizer whenever model= is given "
                               "(model, tokenizer = load_model(...))")
-    check_setup(cfg, resolve_arch(model.config) if model is not None else None)
+    check_setup(cfg, models.resolve_arch(model.config) if model is not None else None)
     check_output_dir(cfg.output_dir)
     resume_from = checkpoint_for(cfg) if resume else None  # a checkpoint of another set-up is refused here
     if resume and resume_from is None:
         raise CheckpointError(f"resume=True: no checkpoint in output_dir={cfg.output_dir!r} (a Stop writes one to "
                               f"{os.path.join(cfg.output_dir, CHECKPOINT)!r})", field="resume")
     if model is None:
-        from ftlab.models import load_for
-        model, tokenizer = load_for(cfg)
+        model, tokenizer = models.load_for(cfg)  # looked up at the call: a test (or a user) may swap the loader
     if apply:
-        import torch
         torch.manual_seed(cfg.seed)  # the method's new weights (LoRA's A, a random soft prompt) are the same every run
         model = apply_method(model, cfg)
     else:  # prepared by the caller: it must be what cfg.method makes, or the save after training would refuse it
-        from ftlab.saved import check_applied
         check_applied(model, cfg)
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
     try:
