@@ -34,3 +34,12 @@ def tiny_model(tokenizer):
     from ftlab.models import tiny_test_model
     torch.manual_seed(0)
     return tiny_test_model(tokenizer)
+
+
+@pytest.fixture
+def tiny_folder(tiny_model, tokenizer, tmp_path):
+    """The tiny model and the real tokenizer saved as a model folder: what cfg.model names and load_for loads."""
+    folder = tmp_path / "tiny"
+    tiny_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -8,14 +8,6 @@ from ftlab import align
 from ftlab.config import TrainConfig
 
 
-@pytest.fixture
-def tiny_folder(tiny_model, tokenizer, tmp_path):
-    folder = tmp_path / "tiny"
-    tiny_model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def cfg_for(folder, tmp_path, **kw):
     return TrainConfig(**{"model": folder, "method": "lora", "max_steps": 2, "batch_size": 2, "seq_len": 64,
                           "learning_rate": 1e-3, "output_dir": str(tmp_path / "run"), **kw})
