@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ftlab import align, compare, data, dataprep, distill, evaluation, quant
+from ftlab import align, compare, data, dataprep, distill, evaluation, quant, runs
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, DataError
 
@@ -98,7 +98,7 @@ def shrink(keep, model=None):
 
 def measure(**kw):
     args = {"train_records": [SFT], "val_records": [SFT], "test_records": [TASK], **kw}
-    return lambda tmp: compare.measure_run(cfg(tmp), **args)
+    return lambda tmp: runs.run_and_measure(cfg(tmp), **args)
 
 
 def fit(records=None, tokenizer="tok", seq_len=256, **kw):

@@ -114,7 +114,8 @@ def test_prompt_tuning_can_start_from_text(tiny_model, tokenizer, tmp_path):
 def test_comparison_scores_a_shared_base_once(tiny_model, tokenizer, tmp_path):
     """compare_methods: methods that start as the base share the first one's validation pass before training
     (the same number it would compute itself); the others compute their own."""
-    from ftlab.compare import compare_methods, measure_run, variant
+    from ftlab.compare import compare_methods, variant
+    from ftlab.runs import run_and_measure
     from ftlab.data import sft_data
     folder = tmp_path / "tiny"
     tiny_model.save_pretrained(folder)
@@ -128,7 +129,7 @@ def test_comparison_scores_a_shared_base_once(tiny_model, tokenizer, tmp_path):
     assert rows["ia3"]["val_loss_before"] == rows["lora"]["val_loss_before"]
     assert "val_before_from" not in rows["prompt_tuning"]
     assert rows["prompt_tuning"]["val_loss_before"] != rows["lora"]["val_loss_before"]
-    own = measure_run(variant("ia3", cfg), train, val)  # what ia3 scores before training on its own
+    own = run_and_measure(variant("ia3", cfg), train, val)  # what ia3 scores before training on its own
     assert own["val_loss_before"] == pytest.approx(rows["ia3"]["val_loss_before"], rel=1e-5)
 
 
