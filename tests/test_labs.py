@@ -62,10 +62,10 @@ def test_memory_calculator_lab(tmp_path):
 def test_peft_methods_lab(tmp_path):
     r = run_lab("07_peft_methods.ipynb", tmp_path)
     rows = {row["method"]: row for row in r["rows"]}
-    assert set(rows) == set(r["methods"]) and len(rows) == 13
+    assert set(rows) == set(r["methods"]) and len(rows) == 14
     assert "no bias terms" in rows["bitfit"]["skipped"]  # SmolLM2 has none: the row says so instead of numbers
     ran = {m: row for m, row in rows.items() if "skipped" not in row}
-    assert len(ran) == 12
+    assert len(ran) == 13
     for m, row in ran.items():
         assert row["val_loss_after"] < row["val_loss_before"], m
         assert row["seconds_per_step"] > 0 and row["measured_gib"] > 0 and row["estimated_gib"] > 0, m
@@ -73,7 +73,7 @@ def test_peft_methods_lab(tmp_path):
     assert ran["full"]["trainable_pct"] == pytest.approx(100.0)
     # methods that start as the 16/32-bit base share full fine-tuning's validation pass before training
     shared = {m for m, row in ran.items() if row.get("val_before_from") == "full"}
-    assert shared == {"lora", "dora", "ia3", "ln_tuning", "top_k"}
+    assert shared == {"lora", "dora", "loha", "ia3", "ln_tuning", "top_k"}
     assert all(ran[m]["val_loss_before"] == ran["full"]["val_loss_before"] for m in shared)
     assert ran["qlora"]["bits"] == 4 and ran["lora_8bit"]["bits"] == 8
     # the families' sizes: soft prompts and IA3 train far less than LoRA, which trains far less than full
