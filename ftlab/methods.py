@@ -16,7 +16,7 @@ from ftlab.adapters import AdaptedLinear
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError
 from ftlab.memory_setup import as_arch
-from ftlab.method_table import FAMILIES, METHOD_KNOBS, METHODS, Method, register_method  # noqa: F401  (the table)
+from ftlab.method_table import FAMILIES, METHOD_KNOBS, METHODS, Method, register_method  # the table, re-exported
 from ftlab.models import resolve_arch, resolve_source
 
 
@@ -148,3 +148,7 @@ class _Sizes:
         self.lora_r, self.lora_targets = cfg.lora_r, cfg.target_modules
         self.adapter_size, self.top_k_layers = cfg.adapter_size, cfg.top_k_layers
         self.num_virtual_tokens = cfg.num_virtual_tokens
+
+
+__all__ = ["FAMILIES", "METHODS", "METHOD_KNOBS", "Method", "adapter_on", "apply_method", "check_model", "check_setup",
+           "register_method", "trainable_parameters"]
