@@ -171,3 +171,37 @@ def test_qlora_gradient_survives_an_evaluation(tokenizer, tmp_path):
     with torch.no_grad():
         model(input_ids=ids)
     assert torch.allclose(grads(), before, rtol=1e-4, atol=1e-7)
+
+
+def test_register_method_adds_a_method_every_part_uses(tokenizer, monkeypatch):
+    """A method peft has and ftlab lacks (VeRA: frozen shared random A, B; trained scaling vectors), added with one
+    register_method call and nothing else: the config takes it, the calculator estimates it and counts what it
+    trains, apply_method puts it on a model, and the count equals what the wrapped model reports."""
+    import peft
+
+    from ftlab import shapes
+    from ftlab.memory import estimate_memory
+    from ftlab.method_table import Method, register_method
+    from ftlab.models import tiny_test_model
+
+    def count_vera(arch, s):  # a scale per output feature and one per rank, on each targeted layer
+        return arch.layers * sum(s.lora_r + arch.linear_shapes()[m][1] for m in s.mods)
+
+    monkeypatch.setitem(METHODS, "probe_vera", None)  # the row goes again when the test ends
+    del METHODS["probe_vera"]
+    row = register_method(Method(
+        "probe_vera", "reparameterisation", "shared random A and B, trained scaling vectors", count_vera,
+        shapes.saved_lora, r"vera_lambda", fits_arch=shapes.fit_low_rank, low_rank=True, peft_type="VERA",
+        knobs=("lora_r", "lora_targets"),
+        peft_config=lambda cfg, model: peft.VeraConfig(r=cfg.lora_r, target_modules=cfg.target_modules,
+                                                       task_type="CAUSAL_LM")))
+    assert METHODS["probe_vera"] is row
+    with pytest.raises(ValueError, match="a new name"):
+        register_method(row)
+    cfg = TrainConfig(method="probe_vera", lora_r=4, lora_targets="q,v", bits=32)
+    assert estimate_memory(cfg).trainable_params == count_trainable(cfg) > 0
+    torch.manual_seed(0)
+    base = tiny_test_model(tokenizer)
+    model = apply_method(base, cfg)
+    assert trainable_parameters(model)[0] == count_trainable(base.config, cfg)
+    assert all(re.search(row.trains, n) for n, p in model.named_parameters() if p.requires_grad)
