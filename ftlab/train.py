@@ -58,8 +58,6 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     from trl import SFTTrainer
     check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
                         sft_overrides=sft_overrides)
-    if listeners and callback is not None:  # a Run's callback: these listeners hear the run too
-        callback.listeners += list(listeners)
     trainer, cb = build_trainer(SFTTrainer, sft_config(cfg, eval_steps=eval_steps, **sft_overrides), model=model,
                                 tokenizer=tokenizer, train_records=train_records, eval_records=eval_records,
                                 listeners=listeners, callback=callback, extra_callbacks=extra_callbacks)

@@ -49,11 +49,13 @@ def build_trainer(trainer_class, args, *, model, tokenizer, train_records: list[
                   callback: ReportCallback | None = None, extra_callbacks: list | None = None, **trainer_kwargs):
     """`trainer_class` (a TRL trainer) with `args` (trainer_args(...)), the records as datasets.Dataset (no eval
     dataset without eval_records) and ftlab's callbacks in place: the run's ReportCallback (`callback`, or a new
-    one for `listeners`) first, then `extra_callbacks`, and no PrinterCallback (our listeners report; the default
+    one for `listeners`; given both, the listeners hear the callback's run too) first, then `extra_callbacks`, and no PrinterCallback (our listeners report; the default
     printer would print each step's log dict). Other keyword arguments go to the trainer (peft_config,
     reward_funcs, teacher_model, ...). Returns (trainer, the ReportCallback)."""
     datasets.disable_progress_bars()  # the trainer tokenizes with map(): in a notebook each would add a progress bar
     cb = callback or ReportCallback(listeners)
+    if listeners and callback is not None:  # a Run's callback: these listeners hear the run too
+        callback.listeners += list(listeners)
     trainer = trainer_class(model=model, args=args, processing_class=tokenizer,
                             train_dataset=datasets.Dataset.from_list(list(train_records)),
                             eval_dataset=datasets.Dataset.from_list(list(eval_records)) if eval_records else None,

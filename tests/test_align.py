@@ -84,6 +84,17 @@ def test_dpo_trains_and_reports_margins(tiny_folder, tmp_path):
     assert held_out["margin"] == pytest.approx(held_out["chosen"] - held_out["rejected"], abs=1e-5)
 
 
+def test_dpo_with_a_runs_callback_still_tells_the_listeners(tiny_folder, tmp_path):
+    """A Run hands its own ReportCallback over; listeners given beside it hear the run too (as train_sft does)."""
+    from ftlab.report import ReportCallback
+    run_heard, also_heard = [], []
+    pairs = align.preference_pairs("train", n=4, negatives="random")
+    align.train_dpo(cfg_for(tiny_folder, tmp_path), pairs, callback=ReportCallback([run_heard.append]),
+                    listeners=[also_heard.append])
+    steps = [e for e in also_heard if e.get("kind") == "step"]
+    assert len(steps) == 2 and also_heard == run_heard
+
+
 def test_grpo_trains_and_reports_the_mean_reward(tiny_folder, tmp_path):
     seen = []
 
