@@ -210,6 +210,13 @@ def count_trainable(arch, method="lora", lora_r: int = 16, lora_targets="all-lin
     if isinstance(arch, TrainConfig):
         arch, method = arch.model, arch
     if isinstance(method, TrainConfig):
+        sizes = dict(lora_r=lora_r, lora_targets=lora_targets, num_virtual_tokens=num_virtual_tokens,
+                     adapter_size=adapter_size, top_k_layers=top_k_layers)
+        given = {k: v for k, v in sizes.items() if v != DEFAULTS[k]}
+        if given:  # the config holds them: a second value would be dropped in silence
+            name = next(iter(given))
+            raise ConfigError(name, given[name], "left out with a TrainConfig: the config holds the set-up "
+                              "(count_trainable(cfg), or change the config's field)")
         return Setup.build(as_arch(arch), **{**setup_arguments(method), "seq_len": 1}).trainable_params
     return Setup.build(as_arch(arch), method=method, lora_r=lora_r, lora_targets=lora_targets,
                        num_virtual_tokens=num_virtual_tokens, adapter_size=adapter_size, top_k_layers=top_k_layers,

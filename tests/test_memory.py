@@ -87,3 +87,16 @@ def test_architecture_missing_a_number_is_named():
 
 def test_every_gpu_has_memory_and_context():
     assert {"T4", "L4", "A10G", "RTX-3090", "RTX-4090", "A100-40GB", "A100-80GB", "H100-80GB"} <= set(GPUS)
+
+
+def test_a_config_holds_the_set_up_and_a_second_value_is_refused():
+    """estimate_memory(cfg) and count_trainable(cfg) read the config; a setting given beside it would be dropped
+    in silence, so it is refused with its name."""
+    from ftlab.config import TrainConfig
+    cfg = TrainConfig(lora_r=4)
+    assert estimate_memory(cfg).trainable_params == count_trainable(cfg) == count_trainable(cfg.model, "lora", 4)
+    for call, field in [(lambda: estimate_memory(cfg, lora_r=8), "lora_r"),
+                        (lambda: count_trainable(cfg, lora_r=0), "lora_r"),
+                        (lambda: count_trainable(cfg.model, cfg, top_k_layers=1), "top_k_layers")]:
+        with pytest.raises(ValueError, match=f"{field}=.*left out with a TrainConfig"):
+            call()
