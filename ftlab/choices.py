@@ -14,3 +14,6 @@ TARGET_SHORTCUTS = {  # LoRA target presets, by the names Llama-style models use
 }
 # a Llama-style block's linear layers: what "all-linear" means to the calculator (peft leaves the LM head out)
 LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# How a run is spread over several GPUs (ftlab.layout): plain data parallel, DeepSpeed's ZeRO stages, and
+# FSDP2's full shard (as ZeRO-3) and shard-gradients-and-optimizer (as ZeRO-2)
+STRATEGIES = ("ddp", "zero1", "zero2", "zero3", "fsdp", "fsdp_grad_op")
