@@ -15,6 +15,8 @@ _HOMES = {
                      "RunStateError"],
     "ftlab.memory": ["count_trainable", "estimate_memory", "max_batch_size", "max_seq_len"],
     "ftlab.gpus": ["GPUS"],
+    "ftlab.layout": ["Layout"],
+    "ftlab.scale_out": ["cheapest_fit"],
     "ftlab.method_table": ["METHODS", "Method", "register_method"],
     "ftlab.models": ["BaseModels", "PRESETS", "load_for", "load_model", "load_tokenizer", "resolve_arch"],
     "ftlab.methods": ["apply_method", "check_setup", "trainable_parameters"],

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, check_choice
 from ftlab.gpus import GPUS, Fit
+from ftlab.layout import LAYOUT_DEFAULTS
 from ftlab.memory_calibration import CALIBRATION as K
 from ftlab.memory_setup import DEFAULTS, Setup, as_arch, check_keywords, row, setup_arguments, setup_for
+from ftlab.memory_sharding import per_gpu
 
 GIB = 2**30
 OPTIMIZER_STATE_BYTES = {"adamw": None, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "sgd": 0.0}  # None: 2 × param
@@ -42,43 +44,62 @@ class MemoryEstimate:
     fits: Fit | None = None
     trainable_params: int = 0
     details: dict = field(default_factory=dict)
+    cpu_gib: float = 0.0                  # what offloading puts in each machine's CPU memory (all its GPUs' share)
 
     def __str__(self):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in self.components.items() if v > 0.005)
-        return f"{self.total_gib:.2f} GiB in use ({parts})" + (f"; {self.fits}" if self.fits else "")
+        layout = self.details.get("layout")
+        where = f" per GPU, {layout}" if layout is not None and layout.world > 1 else ""
+        cpu = f"; {self.cpu_gib:.2f} GiB of CPU memory a machine" if self.cpu_gib else ""
+        return f"{self.total_gib:.2f} GiB in use{where} ({parts}){cpu}" + (f"; {self.fits}" if self.fits else "")
 
 
 def estimate_memory(model, method: str = "lora", bits: int | None = None, lora_r: int = 16, lora_targets="all-linear",
                     num_virtual_tokens: int = 20, batch_size: int = 4, seq_len: int = 512,
                     gradient_checkpointing: bool = False, optimizer: str = "adamw", gpu: str | None = None,
-                    trainer: str = "trl", adapter_size: int = 64, top_k_layers: int = 2,
-                    **unknown) -> MemoryEstimate:
-    """Estimate device memory of one set-up (see module doc). `model`: preset, hub id, folder or config, or a
-    TrainConfig (its fields are the set-up and its gpu the target; then only `trainer` may be given).
-    `bits`: the base weights' storage; by default what the method needs (4 for qlora), else 16."""
+                    trainer: str = "trl", adapter_size: int = 64, top_k_layers: int = 2, num_gpus: int = 1,
+                    strategy: str = "ddp", offload_optimizer: bool = False, offload_params: bool = False,
+                    num_machines: int = 1, **unknown) -> MemoryEstimate:
+    """Estimate device memory of one set-up (see module doc), per GPU. `model`: preset, hub id, folder or
+    config, or a TrainConfig (its fields are the set-up and its gpu the target; then only `trainer` and the
+    layout below may be given). `bits`: the base weights' storage; by default what the method needs (4 for
+    qlora), else 16. Several GPUs (ftlab.layout, ftlab.memory_sharding): `num_gpus` on each of `num_machines`,
+    `strategy` one of ddp, zero1, zero2, zero3, fsdp, fsdp_grad_op, and what ZeRO/FSDP offload to the CPU;
+    `batch_size` is then per GPU and the result's `cpu_gib` what a machine's CPU memory holds."""
+    layout = dict(num_gpus=num_gpus, strategy=strategy, offload_optimizer=offload_optimizer,
+                  offload_params=offload_params, num_machines=num_machines)
     if isinstance(model, TrainConfig):
-        given = {k: v for k, v in locals().items() if k not in ("model", "unknown", "trainer") and v != DEFAULTS[k]}
+        given = {k: v for k, v in locals().items()
+                 if k in DEFAULTS and k not in ("trainer", *LAYOUT_DEFAULTS) and v != DEFAULTS[k]}
         if given or unknown:
             name = next(iter({**given, **unknown}))
             raise ConfigError(name, {**given, **unknown}[name], "left out with a TrainConfig: the config holds the "
-                              "set-up (estimate_memory(cfg), or change the config's field)")
-        return estimate(setup_for(model, trainer=trainer))
+                              "set-up (estimate_memory(cfg), or change the config's field); only trainer and the "
+                              f"GPUs' layout {list(LAYOUT_DEFAULTS)} may be given beside it")
+        return estimate(setup_for(model, trainer=trainer, **layout))
     check_keywords(unknown)
     return estimate(Setup.build(model, method=method, bits=bits, lora_r=lora_r, lora_targets=lora_targets,
                                 num_virtual_tokens=num_virtual_tokens, batch_size=batch_size, seq_len=seq_len,
                                 gradient_checkpointing=gradient_checkpointing, optimizer=optimizer, gpu=gpu,
-                                trainer=trainer, adapter_size=adapter_size, top_k_layers=top_k_layers))
+                                trainer=trainer, adapter_size=adapter_size, top_k_layers=top_k_layers, **layout))
 
 
 def estimate(s: Setup) -> MemoryEstimate:
     """The estimate of a checked set-up, step by step."""
     c, static = _static(s)
+    cache = static - (c["weights"] + c["adapters"] + c["optimizer"])
+    c, offloaded = per_gpu(s, c, weights_bytes(s.arch, s.bits if s.bits in (8, 4) else 16, False))
+    sharded = s.layout.strategy != "ddp"
     phases = _training_phases(s, c) if s.train else _inference_phases(s)
+    if sharded:  # the engines keep their gradient partitions through the whole step
+        cache = 0.0  # and hold the weights in bf16 already: autocast casts nothing
+        for p in phases.values():
+            p["gradients"] = c["gradients"]
     peak = max(phases, key=lambda k: sum(phases[k].values()))
     for k in ("gradients", "activations", "logits"):
         c[k] = phases[peak].get(k, 0.0)
-    c["autocast_cache"] = static - (c["weights"] + c["adapters"] + c["optimizer"])
-    paged = c["optimizer"] if s.optimizer == "paged_adamw_8bit" else 0.0  # managed memory, outside torch's counters
+    c["autocast_cache"] = cache
+    paged = c["optimizer"] if s.optimizer == "paged_adamw_8bit" and not sharded else 0.0  # managed memory, outside torch's counters
     if paged:
         c["optimizer"] = 0.0
     allocated = sum(c.values())
@@ -90,7 +111,8 @@ def estimate(s: Setup) -> MemoryEstimate:
     total = sum(comps.values())
     fit = Fit(s.gpu, total <= gpu.total_gib, gpu.total_gib, gpu.total_gib - total) if s.gpu else None
     return MemoryEstimate(total_gib=total, peak_allocated_gib=allocated / GIB, components=comps, fits=fit,
-                          trainable_params=s.trainable_params, details={"tokens_per_step": s.tokens, "arch": s.arch})
+                          trainable_params=s.trainable_params, cpu_gib=offloaded * s.layout.num_gpus / GIB,
+                          details={"tokens_per_step": s.tokens, "arch": s.arch, "layout": s.layout})
 
 
 def weights_bytes(arch, bits: int, kbit_prepared: bool) -> float:
@@ -192,7 +214,7 @@ def _reserve(s: Setup, c: dict, phases: dict, allocated: float) -> float:
     scores = _scores(s)
     largest = max(largest, scores)
     reserve = max(K.reserve * allocated, K.reserve_largest * largest, K.reserve_min)
-    if s.method.trains_base:  # gradients made while the loss phase is alive stay reserved
+    if s.method.trains_base and s.layout.strategy == "ddp":  # gradients made while the loss phase is alive stay reserved
         loss_phase = c["weights"] + sum(phases["loss"].values())
         reserve = max(reserve, loss_phase + c["gradients"] + phases["step"]["gradients"] - allocated)
     if scores:

@@ -12,6 +12,7 @@ from ftlab.choices import BITS, OPTIMIZERS, TRAINERS
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, check_bool, check_choice, check_int, check_strings, check_text
 from ftlab.gpus import GPUS
+from ftlab.layout import LAYOUT_DEFAULTS, Layout
 from ftlab.method_table import INFERENCE, LORA, METHODS, Method
 from ftlab.models import Arch, resolve_arch
 from ftlab.shapes import Stream
@@ -19,7 +20,7 @@ from ftlab.shapes import Stream
 # The arguments a Setup is built from (estimate_memory's, max_batch_size's, max_seq_len's), with their defaults.
 DEFAULTS = dict(method=LORA.name, bits=None, lora_r=16, lora_targets="all-linear", num_virtual_tokens=20, batch_size=4,
                 seq_len=512, gradient_checkpointing=False, optimizer="adamw", gpu=None, trainer="trl",
-                adapter_size=64, top_k_layers=2)
+                adapter_size=64, top_k_layers=2, **LAYOUT_DEFAULTS)
 
 # Architectures the calculator must not take for a decoder: an encoder has no causal LM head and attends both
 # ways; an encoder-decoder has two stacks. Estimating them with the decoder formula would give a wrong number.
@@ -44,6 +45,7 @@ class Setup:
     gpu: str | None
     trainer: str
     mods: list = field(default_factory=list)   # the LoRA-style targets, resolved against the architecture
+    layout: Layout = Layout()                  # GPUs, machines and strategy (ftlab.layout): the estimate is per GPU
 
     @property
     def train(self) -> bool:
@@ -86,8 +88,13 @@ class Setup:
         gpu = None if a["gpu"] is None else check_choice("gpu", a["gpu"], GPUS)
         targets = a["lora_targets"] if isinstance(a["lora_targets"], str) else check_strings("lora_targets",
                                                                                                a["lora_targets"])
+        layout = Layout.build(**{k: a[k] for k in LAYOUT_DEFAULTS}, bits=bits)
+        if method is INFERENCE and layout != Layout():
+            name = next(k for k in LAYOUT_DEFAULTS if a[k] != LAYOUT_DEFAULTS[k])
+            raise ConfigError(name, a[name], f"{LAYOUT_DEFAULTS[name]!r} with method='inference': the calculator "
+                              "spreads training over several GPUs, not serving")
         setup = cls(arch=None, method=method, bits=bits, lora_targets=targets, gradient_checkpointing=checkpointing,
-                    optimizer=optimizer, gpu=gpu, trainer=trainer, **sizes)
+                    optimizer=optimizer, gpu=gpu, trainer=trainer, layout=layout, **sizes)
         if model is None or isinstance(model, (int, float, bool, list, tuple)):
             raise ConfigError("model", model, "a preset name, hub id, local folder or a transformers config")
         if isinstance(model, str):
@@ -112,10 +119,11 @@ def row(method) -> Method:
     return INFERENCE if name == INFERENCE.name else METHODS[name]
 
 
-def setup_for(cfg: TrainConfig, trainer: str = "trl") -> Setup:
-    """The calculator's set-up for a TrainConfig (validated again: a field may have changed after creation)."""
+def setup_for(cfg: TrainConfig, trainer: str = "trl", **layout) -> Setup:
+    """The calculator's set-up for a TrainConfig (validated again: a field may have changed after creation), on
+    the GPUs `layout` gives (num_gpus, strategy, ...: ftlab.layout; one GPU by default)."""
     cfg.validate()
-    return Setup.build(cfg.model, **setup_arguments(cfg), trainer=trainer)
+    return Setup.build(cfg.model, **setup_arguments(cfg), trainer=trainer, **layout)
 
 
 def setup_arguments(cfg: TrainConfig) -> dict:

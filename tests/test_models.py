@@ -9,14 +9,14 @@ def test_presets_cover_the_course_models():
     for name in ["smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct", "qwen2.5-0.5b-instruct",
                  "qwen2.5-1.5b-instruct", "qwen2.5-7b-instruct", "llama-3.2-1b", "llama-3.2-3b", "llama-3.1-8b",
                  "llama-3.1-8b-instruct", "meta-llama-3-8b", "mistral-7b-instruct-v0.3", "gemma-3-270m",
-                 "llama-2-7b", "llama-2-13b", "llama-2-70b", "mixtral-8x7b"]:
+                 "llama-2-7b", "llama-2-13b", "llama-2-70b", "llama-3.1-70b", "mixtral-8x7b"]:
         assert name in PRESETS
 
 
 @pytest.mark.parametrize("name,billions", [
     # published parameter counts
     ("smollm2-135m-instruct", 0.1345), ("qwen2.5-0.5b-instruct", 0.494), ("llama-3.2-1b", 1.236),
-    ("llama-3.1-8b", 8.030), ("llama-2-7b", 6.738), ("llama-2-70b", 68.98), ("mistral-7b-instruct-v0.3", 7.248),
+    ("llama-3.1-8b", 8.030), ("llama-2-7b", 6.738), ("llama-2-70b", 68.98), ("llama-3.1-70b", 70.55), ("mistral-7b-instruct-v0.3", 7.248),
     ("mixtral-8x7b", 46.70), ("gemma-3-270m", 0.268),
 ])
 def test_architecture_numbers_give_the_published_parameter_counts(name, billions):

@@ -171,7 +171,8 @@ def test_the_core_never_imports_the_ui():
 
 def test_the_calculator_and_the_config_load_without_torch():
     code = ("import sys; from ftlab.config import TrainConfig; from ftlab.memory import estimate_memory; "
-            "estimate_memory(TrainConfig()); "
+            "from ftlab.scale_out import cheapest_fit; estimate_memory(TrainConfig(), num_gpus=2, strategy='zero3'); "
+            "cheapest_fit('llama-3.1-8b', 'full', 'T4', 4); "
             "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

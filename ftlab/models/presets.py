@@ -93,6 +93,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            calculator_only=True),
     Preset("llama-2-70b", "meta-llama/Llama-2-70b-hf", _a(80, 8192, 28672, 64, 8, 32000, False, 4096),
            calculator_only=True),
+    Preset("llama-3.1-70b", "meta-llama/Llama-3.1-70B", _a(80, 8192, 28672, 64, 8, 128256, False, 131072),
+           calculator_only=True),
     Preset("llama-65b", "huggyllama/llama-65b", _a(80, 8192, 22016, 64, 64, 32000, False, 2048), calculator_only=True),
     Preset("mixtral-8x7b", "mistralai/Mixtral-8x7B-v0.1",
            _a(32, 4096, 14336, 32, 8, 32000, False, 32768, experts=8, experts_per_token=2), calculator_only=True),
