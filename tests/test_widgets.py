@@ -196,3 +196,152 @@ def test_live_plots_send_arrays_and_relayout_only_on_change():
     assert len(relayouts) == 1 and plot.widget.layout.yaxis.title.text == "GiB (cuda allocated)"
     # numpy arrays go to the browser as binary buffers: a redraw costs about the same at any length
     assert isinstance(plot.widget.data[0].y, np.ndarray) and list(plot.widget.data[1].y) == [1.5, 1.5, 1.5]
+
+
+# --- the hardware group: GPUs, machines, strategy, offloading (panel.layout), per-GPU readout, launch files ----
+
+def _shown(panel) -> set:
+    return {n for n, w in {**panel.fields, **panel.hardware}.items() if w.layout.display != "none"}
+
+
+def _readout_gib(panel) -> float:
+    import re
+    return float(re.search(r"Estimated GPU memory(?: per GPU)?: ([0-9.]+) GiB", panel.estimate_readout.value)[1])
+
+
+def test_hardware_fields_show_with_several_gpus_or_a_strategy():
+    from ftlab.layout import Layout
+    panel = ConfigPanel(TrainConfig())
+    assert panel.layout == Layout() and panel.fields["gpu"].description == "GPU type"
+    assert {"gpu", "num_gpus", "num_machines"} <= _shown(panel)
+    assert not {"strategy", "offload_optimizer", "offload_params"} & _shown(panel)   # one plain GPU
+    assert "main address" not in [w.description for w in panel.export.widget.children
+                                  if w.layout.display != "none" and hasattr(w, "description")]
+    panel.hardware["num_gpus"].value = 2
+    assert panel.layout == Layout(num_gpus=2) and "strategy" in _shown(panel)
+    assert not {"offload_optimizer", "offload_params"} & _shown(panel)               # ddp cannot offload
+    assert dict(panel.hardware["strategy"].options)["ZeRO-3"] == "zero3"              # readable labels
+    panel.hardware["strategy"].value = "zero2"                                       # the optimizer only
+    assert "offload_optimizer" in _shown(panel) and "offload_params" not in _shown(panel)
+    panel.hardware["strategy"].value = "zero3"
+    assert {"offload_optimizer", "offload_params"} <= _shown(panel)
+    panel.hardware["strategy"].value = "fsdp"                                        # FSDP offloads all together
+    assert "offload_params" in _shown(panel) and "offload_optimizer" not in _shown(panel)
+    panel.hardware["num_gpus"].value = 1                                             # a strategy chosen: still shown
+    assert "strategy" in _shown(panel) and panel.layout == Layout(strategy="fsdp")
+    panel.hardware["num_machines"].value = 2
+    assert panel.export.main_address.layout.display is None and panel.layout.world == 2
+    panel.hardware["num_machines"].value = 1
+    assert panel.export.main_address.layout.display == "none"
+
+
+def test_bad_layout_is_shown_inline_and_keeps_the_last_valid_layout(monkeypatch):
+    import ftlab.quant
+    from ftlab.errors import ConfigError
+    from ftlab.layout import Layout
+    monkeypatch.setattr(ftlab.quant, "bitsandbytes_available", lambda: (True, ""))
+    panel = ConfigPanel(TrainConfig(), num_gpus=2, strategy="zero3")
+    panel.hardware["offload_params"].value = True
+    good = Layout(num_gpus=2, strategy="zero3", offload_params=True)
+    assert panel.error is None and panel.layout == good
+    panel.hardware["strategy"].value = "zero2"                      # zero2 does not split the weights
+    assert panel.error.field == "offload_params" and "offload_params" in panel.message.value
+    assert "zero2" in panel.message.value and panel.layout == good
+    assert "offload_params" in _shown(panel)                       # hidden under zero2, but in error: shown
+    panel.hardware["offload_params"].value = False
+    assert panel.error is None and panel.layout == Layout(num_gpus=2, strategy="zero2")
+    assert "offload_params" not in _shown(panel)
+    panel.fields["bits"].value = 8
+    panel.hardware["strategy"].value = "fsdp"                       # int8 weights cannot be sharded
+    assert panel.error.field == "strategy" and "8-bit" in panel.message.value
+    assert panel.layout.strategy == "zero2" and panel.config.bits == 8
+    panel.hardware["strategy"].value = "ddp"
+    panel.hardware["num_gpus"].value = 0
+    assert panel.error.field == "num_gpus" and "num_gpus" in panel.message.value and panel.layout.num_gpus == 2
+    panel.hardware["num_gpus"].value = 4
+    assert panel.error is None and panel.layout == Layout(num_gpus=4)
+    try:
+        ConfigPanel(TrainConfig(bits=8), num_gpus=2, strategy="zero3")   # a lab's parameters are checked too
+        raise AssertionError("an 8-bit base with zero3 must raise")
+    except ConfigError as e:
+        assert e.field == "strategy"
+
+
+def test_readout_is_per_gpu_and_equals_the_calculator():
+    from ftlab.memory import estimate_memory
+    cfg = TrainConfig(model="llama-3.1-8b", method="full", gpu="A100-80GB", seq_len=512, batch_size=4)
+    panel = ConfigPanel(cfg)
+    assert "per GPU" not in panel.estimate_readout.value and "effective batch" not in panel.estimate_readout.value
+    assert abs(_readout_gib(panel) - estimate_memory(cfg).total_gib) < 0.006
+    panel.hardware["num_gpus"].value = 2
+    panel.hardware["strategy"].value = "zero3"
+    layout = dict(num_gpus=2, strategy="zero3", offload_optimizer=False, offload_params=False, num_machines=1)
+    per_gpu = estimate_memory(cfg, **layout)
+    assert per_gpu.total_gib != estimate_memory(cfg).total_gib and panel.estimate.total_gib == per_gpu.total_gib
+    assert "per GPU" in panel.estimate_readout.value and abs(_readout_gib(panel) - per_gpu.total_gib) < 0.006
+    assert "effective batch 4 × 2 GPUs = 8 sequences a step" in panel.estimate_readout.value
+    assert "CPU memory a machine:" not in panel.estimate_readout.value and "on each GPU" in panel.summary.value
+    panel.hardware["offload_optimizer"].value = True
+    off = estimate_memory(cfg, **{**layout, "offload_optimizer": True})
+    assert abs(_readout_gib(panel) - off.total_gib) < 0.006 and off.cpu_gib > 0
+    assert f"CPU memory a machine: {off.cpu_gib:.1f} GiB" in panel.estimate_readout.value
+    panel.hardware["num_machines"].value = 3
+    assert "effective batch 4 × 2 GPUs × 3 machines = 24 sequences a step" in panel.estimate_readout.value
+
+
+def test_readout_hints_the_cheapest_layout_that_fits():
+    from ftlab.scale_out import cheapest_fit
+    cfg = TrainConfig(model="llama-3.1-8b", method="full", gpu="A100-40GB", seq_len=512, batch_size=1,
+                      gradient_checkpointing=True)
+    panel = ConfigPanel(cfg, num_gpus=8)
+    plan = cheapest_fit("llama-3.1-8b", cfg.method, "A100-40GB", 8, batch_size=1, seq_len=512,
+                        gradient_checkpointing=True)
+    assert not panel.estimate.fits and plan.found and plan.strategy != "ddp"
+    assert f"would fit: {plan}" in panel.estimate_readout.value
+    panel.hardware["strategy"].value = plan.strategy
+    assert panel.estimate.fits and "would fit" not in panel.estimate_readout.value
+
+
+def test_export_writes_launch_files_and_shows_errors_inline(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+    from ftlab.widgets import launch
+    calls = []
+    if launch.launch_writer() is None:       # write_launch not written yet: stand in for it (same signature)
+        def fake(cfg, folder, *, main_address=None, **layout):
+            calls.append(layout)
+            if layout["num_machines"] > 1 and main_address is None:
+                from ftlab.errors import ConfigError
+                raise ConfigError("main_address", None, "the address of the first machine")
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            (Path(folder) / "README.md").write_text("run:\n\n    accelerate launch train.py\n")
+            (Path(folder) / "config.json").write_text(json.dumps(cfg.to_dict()))
+            return {"README.md": str(Path(folder) / "README.md"), "config.json": str(Path(folder) / "config.json")}
+        monkeypatch.setattr(launch, "launch_writer", lambda: fake)
+    panel = ConfigPanel(TrainConfig(output_dir=str(tmp_path / "run1")), num_gpus=2, strategy="zero2")
+    assert panel.export.folder.value == "run1/launch"
+    panel.fields["output_dir"].value = "run2"                      # the default folder follows the run folder
+    assert panel.export.folder.value == "run2/launch"
+    panel.export.button.click()
+    written = panel.export.written
+    assert written and all(Path(p).is_file() for p in written.values()) and panel.export.error is None
+    assert all(Path(p).parent == tmp_path / "run2" / "launch" for p in written.values())
+    assert json.loads(Path(written["config.json"]).read_text())["output_dir"] == str(tmp_path / "run2")
+    assert "accelerate launch" in panel.export.status.value and str(tmp_path / "run2" / "launch") in \
+        panel.export.status.value
+    if calls:
+        assert calls[-1]["strategy"] == "zero2" and calls[-1]["num_gpus"] == 2
+    panel.hardware["num_machines"].value = 2
+    panel.export.main_address.value = "   "                       # blank: no address for the other machines
+    assert panel.export.export() is None and panel.export.error.field == "main_address"
+    assert "main_address" in panel.export.status.value and panel.export.main_address.layout.display is None
+    panel.export.main_address.value = "10.0.0.1"
+    assert panel.export.export() is not None and panel.export.error is None
+    panel.export.folder.value = "../outside"                      # inside the output root only, like the run folder
+    assert panel.export.export() is None and panel.export.error.field == "launch_folder"
+    panel.export.folder.value = "run2/launch"
+    panel.hardware["strategy"].value = "ddp"
+    panel.hardware["offload_optimizer"].value = True              # the panel in error: nothing is written
+    assert panel.error.field == "offload_optimizer" and panel.export.export() is None
+    assert "Fix it in the panel first" in panel.export.status.value and "offload_optimizer" in \
+        panel.export.status.value

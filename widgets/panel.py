@@ -3,6 +3,10 @@
 The panel is built from the lab's parameters, so a papermill run (which clicks nothing) uses exactly
 them; `panel.config` is the current valid config. Its readout shows the memory estimate and whether it
 fits the target GPU; of the method-specific fields it shows those of the chosen method only.
+
+The hardware group (GPU type, GPUs a machine, machines, strategy, offloading: widgets.hardware) edits
+`panel.layout`, an ftlab.layout.Layout checked with the config's bits; the estimate is then per GPU, and
+"export launch files" (widgets.launch) writes what a run on those GPUs needs.
 """
 from __future__ import annotations
 
@@ -15,42 +19,59 @@ from IPython.display import display
 
 from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, ConfigError, TrainConfig
 from ftlab.errors import FtlabError
+from ftlab.layout import Layout
 from ftlab.memory import GPUS, estimate_memory
 from ftlab.method_table import METHOD_KNOBS, METHODS
 from ftlab.methods import check_setup
 from ftlab.models import PRESETS
 from ftlab.results import inside
+from ftlab.widgets.hardware import hardware_fields, hidden_hardware, layout_arguments, scale_lines, title
+from ftlab.widgets.launch import LaunchExport
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+STYLE = {"description_width": "150px"}
+
+
+def wide():  # a Layout each: fields are hidden one by one through their layout
+    return W.Layout(width="420px")
 
 
 class ConfigPanel:
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, num_gpus: int = 1, strategy: str = "ddp", offload_optimizer: bool = False,
+                 offload_params: bool = False, num_machines: int = 1, main_address: str | None = None,
+                 launch_folder: str | None = None):
+        """`config`: the set-up; the keywords: the GPUs it runs on (ftlab.layout.Layout, checked here: a wrong
+        one raises ConfigError naming it), the main machine's address and the launch files' folder (inside the
+        output root; default: the run folder's launch/)."""
         if not isinstance(config, TrainConfig):
             raise ConfigError("config", config, "a TrainConfig: ConfigPanel(TrainConfig(**params)), or "
                               "ConfigPanel(TrainConfig.from_params(globals())) in a lab")
         self.config = config
+        self.layout = Layout.build(num_gpus=num_gpus, strategy=strategy, offload_optimizer=offload_optimizer,
+                                   offload_params=offload_params, num_machines=num_machines,
+                                   bits=config.effective_bits)
         self.error: FtlabError | None = None  # a ConfigError, or ModelNotFoundError (field model)
         # the run folder is chosen by name inside the lab's output root: a typed path cannot escape it
         self.output_root = str(Path(config.output_dir).parent)
         self.fields = self._make_fields(config)
+        self.hardware = hardware_fields(self.layout, STYLE, wide)
         self.message = W.HTML()
         self.summary = W.HTML()
         self.estimate_readout = W.HTML()
         self.estimate = None
         self._listeners = []
-        for name, w in self.fields.items():
+        for name, w in {**self.fields, **self.hardware}.items():
             w.observe(lambda change, name=name: self._changed(name, change["new"]), names="value")
-        self.widget = W.VBox([W.HTML("<b>Fine-tuning set-up</b>"), *self.fields.values(), self.message, self.summary,
-                              self.estimate_readout])
+        self.export = LaunchExport(self, STYLE, wide, main_address=main_address, folder=launch_folder)
+        setup = [w for name, w in self.fields.items() if name != "gpu"]
+        self.widget = W.VBox([W.HTML("<b>Fine-tuning set-up</b>"), *setup, W.HTML("<b>Hardware</b>"),
+                              self.fields["gpu"], *self.hardware.values(), self.message, self.summary,
+                              self.estimate_readout, self.export.widget])
         self._show()
 
     def _make_fields(self, c: TrainConfig) -> dict:
         """One widget per TrainConfig field the panel edits, set to `c`'s values."""
-        style = {"description_width": "150px"}
-
-        def wide():  # a Layout each: fields are hidden one by one through their layout
-            return W.Layout(width="420px")
+        style = STYLE
         trainable = [p.name for p in PRESETS.values() if not p.calculator_only]
         return {
             "model": W.Combobox(value=c.model, options=trainable, description="model", ensure_option=False,
@@ -86,7 +107,7 @@ class ConfigPanel:
                                                  style=style, indent=False, layout=wide()),
             "optimizer": W.Dropdown(value=c.optimizer, options=list(OPTIMIZERS), description="optimizer", style=style,
                                     layout=wide()),
-            "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="target GPU", style=style, layout=wide()),
+            "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="GPU type", style=style, layout=wide()),
             "output_dir": W.Text(value=Path(c.output_dir).name, description="run folder", style=style, layout=wide(),
                                  tooltip=f"a folder name inside {self.output_root}/"),
             "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
@@ -118,11 +139,13 @@ class ConfigPanel:
             # what needs the model's shape, and whether bitsandbytes can serve 4/8 bits; a model whose architecture
             # cannot be read (not a preset, folder or cached hub id offline) is shown on the model field
             check_setup(config, model_must_resolve=True)
-            self.config, self.error = config, None
+            # the GPUs' layout with this config's bits (an 8-bit base cannot be sharded): both change together
+            layout = Layout.build(**{k: w.value for k, w in self.hardware.items()}, bits=config.effective_bits)
+            self.config, self.layout, self.error = config, layout, None
         except ConfigError as e:
             self.error = e
         except FtlabError as e:  # ModelNotFoundError names its field (model): shown there, as it is
-            self.error = e if e.field in self.fields else ConfigError(name, value, str(e))
+            self.error = e if e.field in {**self.fields, **self.hardware} else ConfigError(name, value, str(e))
         except Exception as e:  # any other check also lands inline, never as a traceback
             self.error = ConfigError(name, value, str(e))
         self._show()
@@ -138,12 +161,20 @@ class ConfigPanel:
         else:
             self.message.value = ""
         c, m = self.config, METHODS[self.config.method]
+        each = " on each GPU" if self.layout.world > 1 else ""
         self.summary.value = (f"<span style='color:#555'>{html.escape(c.method)}: {html.escape(m.summary)}<br>"
-                              f"{c.batch_size}×{c.seq_len} = {c.batch_size * c.seq_len} tokens a step · "
+                              f"{c.batch_size}×{c.seq_len} = {c.batch_size * c.seq_len} tokens a step{each} · "
                               f"a usual learning rate for {html.escape(c.method)}: {m.lr:g} · "
                               f"saves to {html.escape(c.output_dir)}</span>")
+        self._show_estimate()
+        self.export.follow(c, self.hardware["num_machines"].value)
+
+    def _show_estimate(self):
+        """The estimate of the valid config on the valid layout (per GPU on several), what fits, and the layout's
+        lines: CPU memory when offloading, the effective batch, a layout that would fit."""
+        c, lay = self.config, self.layout
         try:
-            e = self.estimate = estimate_memory(c)
+            e = self.estimate = estimate_memory(c, **layout_arguments(lay))
         except Exception as err:  # e.g. a hub id whose config can't be read offline
             self.estimate = None
             self.estimate_readout.value = (f"<span style='color:#b00020'>memory estimate unavailable: "
@@ -153,20 +184,23 @@ class ConfigPanel:
         badge = ("<span style='background:#2e7d32;color:white;padding:1px 6px;border-radius:3px'>fits</span>"
                  if e.fits else "<span style='background:#b00020;color:white;padding:1px 6px;border-radius:3px'>"
                  "does not fit</span>")
-        self.estimate_readout.value = (f"<b>Estimated GPU memory: {e.total_gib:.2f} GiB</b> {badge} "
-                                       f"{html.escape(str(e.fits))}<br><span style='color:#555;font-size:90%'>"
-                                       f"{parts} (GiB)</span>")
+        head, about = title(lay, e.total_gib)
+        lines = "".join(f"<br>{line}" for line in scale_lines(c, lay, e))
+        self.estimate_readout.value = (f"<b>{head}</b>{html.escape(about)} {badge} {html.escape(str(e.fits))}"
+                                       f"<br><span style='color:#555;font-size:90%'>{parts} (GiB)</span>{lines}")
 
     def _show_relevant_fields(self):
         """Show the method-specific fields of the chosen method only (a rank means nothing to prompt tuning),
-        and the 4-bit fields only at 4 bits. Hidden fields keep their values; a field in error stays shown."""
+        the 4-bit fields only at 4 bits, and the strategy and offloading only where they mean something
+        (several GPUs or a strategy chosen). Hidden fields keep their values; a field in error stays shown."""
         method = METHODS[self.fields["method"].value]
         hidden = set(METHOD_KNOBS) - set(method.knobs)
         if 4 not in (method.needs_bits, self.fields["bits"].value):
             hidden |= {"quant_type", "double_quant"}
+        hidden |= hidden_hardware({k: w.value for k, w in self.hardware.items()})
         if self.error is not None:
             hidden.discard(self.error.field)
-        for name, w in self.fields.items():
+        for name, w in {**self.fields, **self.hardware}.items():
             w.layout.display = "none" if name in hidden else None
 
     def _ipython_display_(self):
