@@ -201,3 +201,21 @@ def test_distillation_lab(tmp_path):
         assert h[s]["kl_to_teacher"] < h["student, untrained"]["kl_to_teacher"], s
         assert r["train"][s]["steps"] == r["config"]["student_steps"], s
     assert h["token-level distillation"]["kl_to_teacher"] < h["plain fine-tuning"]["kl_to_teacher"]
+
+
+@pytest.mark.slow
+def test_scaling_out_lab(tmp_path):
+    r = run_lab("12_scaling_out.ipynb", tmp_path)
+    assert 1000 <= sum(r["parts_65b_gb"].values()) <= 1400                 # CS11-711's 65B range
+    need = {row["strategy"]: row for row in r["gpus_for_65b"]}
+    assert 16 <= need["ZeRO-3"]["A100-80GBs needed"] <= 32 and need["DDP"]["A100-80GBs needed"] == "> 512"
+    assert need["ZeRO-3 with the optimizer on the CPU"]["A100-80GBs needed"] < need["ZeRO-3"]["A100-80GBs needed"]
+    assert need["ZeRO-3 with the optimizer on the CPU"]["CPU GiB a machine"] > 900
+    plan = r["plans"]["llama-3.1-70b/full/8xA100-80GB"]
+    assert (plan["strategy"], plan["offload_optimizer"], plan["offload_params"]) == ("zero3", True, False)
+    paper = {row["GPUs"]: row for row in r["paper_gb_a_gpu"]}
+    assert paper[8]["ZeRO-3"] * 8 == pytest.approx(paper[1]["ZeRO-3"])
+    run = r["run"]
+    assert run["world_size"] == run["processes"] == 2 and run["steps"] == 6   # the two processes met
+    assert Path(run["saved_to"], "adapter_model.safetensors").exists()
+    assert {"train.py", "accelerate_config.yaml", "README.md", "launch.slurm"} <= set(r["launch_files"])
