@@ -49,7 +49,7 @@ def trainer_overrides(layout: Layout, cfg: TrainConfig) -> dict:
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig")
     Layout.build(**{k: getattr(layout, k) for k in ("num_gpus", "strategy", "offload_optimizer", "offload_params",
-                                                     "num_machines")}, bits=cfg.effective_bits)
+                                                     "num_machines")}, bits=cfg.effective_bits, optimizer=cfg.optimizer)
     if layout.zero_stage is not None:
         if torch.cuda.is_available():
             return {"deepspeed": deepspeed_config(layout)}
@@ -160,6 +160,10 @@ def check_notebook_launch(num_processes) -> int:
     if gpus and n > gpus:
         raise ConfigError("num_processes", n, f"at most {gpus}: this machine has {gpus} GPU"
                           f"{'s' if gpus > 1 else ''}, one process each")
+    cpus = max(os.cpu_count() or 1, 2)
+    if not gpus and n > cpus:
+        raise ConfigError("num_processes", n, f"at most {cpus} on this machine without a GPU: one CPU process "
+                          "a core (each trains a whole model copy)")
     # lazy: accelerate's state module pulls in torch.distributed helpers; only a launch asks it
     from accelerate.state import AcceleratorState, PartialState
     if gpus and (AcceleratorState._shared_state or PartialState._shared_state):  # accelerate's launcher refuses it

@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,6 +25,18 @@ CPU_ENV = "FTLAB_CPU"
 EVENT, RESULT = "ftlab-event ", "ftlab-result "
 
 
+ADDRESS = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^[0-9A-Fa-f:]+$")  # a host name, IPv4 or IPv6
+
+
+def check_address(value) -> str:
+    """The first machine's address as the other machines, torchrun and the YAML file read it: a host name, an
+    IPv4 or an IPv6 address, nothing that a shell or YAML would read differently."""
+    if not isinstance(value, str) or not ADDRESS.fullmatch(value):
+        raise ConfigError("main_address", value, "the first machine's host name (node001, gpu-1.cluster) or IP "
+                          "address (10.0.0.1, fd00::1): letters, digits, '.', '-' (':' in IPv6), no spaces")
+    return value
+
+
 def deepspeed_config(layout: Layout) -> dict:
     """The DeepSpeed config of a ZeRO layout, with "auto" wherever transformers' integration fills the value
     from the training arguments (batch sizes, accumulation, clipping, precision, bucket sizes). No optimizer or
@@ -35,12 +48,15 @@ def deepspeed_config(layout: Layout) -> dict:
             "reduce_bucket_size": "auto"}
     if layout.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    force = {"zero_force_ds_cpu_optimizer": False} if layout.offload_optimizer else {}
     if layout.zero_stage == 3:
         zero.update(stage3_prefetch_bucket_size="auto", stage3_param_persistence_threshold="auto",
                     stage3_gather_16bit_weights_on_model_save=True)
         if layout.offload_params:
             zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    return {"bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}, "zero_optimization": zero,
+    # with the optimizer offloaded DeepSpeed refuses the trainer's torch AdamW unless told it may run it on the CPU
+    # (its own DeepSpeedCPUAdam is faster, but needs a compiled extension)
+    return {**force, "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}, "zero_optimization": zero,
             "train_micro_batch_size_per_gpu": "auto", "train_batch_size": "auto",
             "gradient_accumulation_steps": "auto", "gradient_clipping": "auto", "steps_per_print": 10**9,
             "wall_clock_breakdown": False}
@@ -65,7 +81,7 @@ def accelerate_yaml(layout: Layout, main_address: str | None, main_port: int) ->
         lines.append("distributed_type: MULTI_GPU")
     lines += [f"num_processes: {layout.world}", f"num_machines: {layout.num_machines}",
               "machine_rank: 0  # set to this machine's rank (0 .. num_machines-1) on each machine",
-              f"main_process_ip: {main_address or '127.0.0.1'}", f"main_process_port: {main_port}",
+              f"main_process_ip: '{main_address or '127.0.0.1'}'", f"main_process_port: {main_port}",
               "mixed_precision: bf16  # the trainer's own choice (bf16 on GPUs that have it) decides in train.py",
               "rdzv_backend: static", "same_network: true", "use_cpu: false", ""]
     if layout.zero_stage is not None:  # accelerate takes the precision from ds_config.json ("auto")
@@ -101,14 +117,16 @@ from ftlab.train import finetune  # noqa: E402
 def main():
     with open(os.path.join(HERE, "config.json")) as f:
         cfg = TrainConfig(**json.load(f))
-    layout = Layout.build(**LAYOUT, bits=cfg.effective_bits)
+    layout = Layout.build(**LAYOUT, bits=cfg.effective_bits, optimizer=cfg.optimizer)
     # on CPU processes the world is what torchrun started; on GPUs it must be the layout's
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     want = world if CPU else layout.world
     if world != want:
         sys.exit(f"train.py: {{world}} processes were started, the layout ({{layout}}) needs {{want}}")
     overrides = trainer_overrides(layout, cfg)
-    model, tokenizer = load_for(cfg)
+    # 4-bit weights packed as bf16 can be split like any other weight (FSDP + QLoRA); uint8 ones cannot
+    storage = "bfloat16" if cfg.effective_bits == 4 and layout.shards_weights else None
+    model, tokenizer = load_for(cfg, quant_storage=storage)
     # each process takes batch_size records a step: enough records for the global batch of every step
     train, val = sft_data(dataclasses.replace(cfg, batch_size=cfg.batch_size * world), tokenizer)
     listeners = [print_step] if rank == 0 else []
@@ -197,17 +215,21 @@ def write_launch(cfg, folder, *, strategy: str = "ddp", num_gpus: int = 1, num_m
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., ...))")
     cfg.validate()
     layout = Layout.build(num_gpus=num_gpus, strategy=strategy, offload_optimizer=offload_optimizer,
-                          offload_params=offload_params, num_machines=num_machines, bits=cfg.effective_bits)
+                          offload_params=offload_params, num_machines=num_machines, bits=cfg.effective_bits,
+                          optimizer=cfg.optimizer)
     if layout.num_machines > 1 and main_address is None:
         raise ConfigError("main_address", None, f"the address of the first machine (its IP or host name) with "
                           f"num_machines={layout.num_machines}: the others meet there")
     if main_address is not None:
-        main_address = check_text("main_address", main_address)
+        main_address = check_address(main_address)
     main_port = check_int("main_port", main_port, 1, 65535)
-    folder = Path(check_text("folder", os.fspath(folder) if isinstance(folder, os.PathLike) else folder))
+    folder = Path(check_text("folder", os.fspath(folder) if isinstance(folder, os.PathLike) else folder)).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ConfigError("folder", str(folder), "a folder (this path is an existing file)")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("folder", str(folder), f"a folder that can be made here ({e.strerror})") from None
     args = {k: getattr(layout, k) for k in ("num_gpus", "strategy", "offload_optimizer", "offload_params",
                                             "num_machines")}
     files = {"train.py": TRAIN_PY.format(layout=layout, layout_args=args, cpu_env=CPU_ENV, event=EVENT, result=RESULT),

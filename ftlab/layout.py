@@ -23,6 +23,7 @@ ZERO = {"zero1": 1, "zero2": 2, "zero3": 3}
 SHARDS_WEIGHTS = ("zero3", "fsdp")                 # the weights themselves are split over the GPUs
 SHARDS_GRADIENTS = ("zero2", "zero3", "fsdp", "fsdp_grad_op")
 FSDP = ("fsdp", "fsdp_grad_op")
+MAX_GPUS, MAX_MACHINES = 64, 4096  # GPUs on one machine (8 or 16 in practice), machines in one run
 LAYOUT_DEFAULTS = dict(num_gpus=1, strategy="ddp", offload_optimizer=False, offload_params=False, num_machines=1)
 
 
@@ -43,6 +44,10 @@ class Layout:
         return ZERO.get(self.strategy)
 
     @property
+    def shards_weights(self) -> bool:
+        return self.strategy in SHARDS_WEIGHTS
+
+    @property
     def offloads(self) -> bool:
         return self.offload_optimizer or self.offload_params
 
@@ -50,17 +55,22 @@ class Layout:
         where = f"{self.num_gpus} GPU" + ("s" if self.num_gpus > 1 else "")
         where += f" × {self.num_machines} machines" if self.num_machines > 1 else ""
         off = [w for w, on in (("optimizer", self.offload_optimizer), ("weights", self.offload_params)) if on]
+        if self.strategy in FSDP and self.offload_params:  # FSDP offloads them together
+            off = ["weights, gradients and optimizer"]
         return f"{self.strategy} on {where}" + (f", {' and '.join(off)} on the CPU" if off else "")
 
     @classmethod
     def build(cls, num_gpus=1, strategy="ddp", offload_optimizer=False, offload_params=False, num_machines=1,
-              bits: int | None = None) -> "Layout":
+              bits: int | None = None, optimizer: str | None = None) -> "Layout":
         """The layout, checked: a wrong value raises ConfigError naming the field and what is allowed. `bits`
-        (the base weights' storage) is checked against the strategy: an 8-bit base cannot be sharded."""
-        lay = cls(num_gpus=check_int("num_gpus", num_gpus, 1), strategy=check_choice("strategy", strategy, STRATEGIES),
+        (the base weights' storage) is checked against the strategy: an 8-bit base cannot be sharded; and
+        `optimizer` against offloading: bitsandbytes' 8-bit optimizers step on the GPU only."""
+        lay = cls(num_gpus=check_int("num_gpus", num_gpus, 1, MAX_GPUS),
+                  strategy=check_choice("strategy", str(strategy) if isinstance(strategy, str) else strategy,
+                                        STRATEGIES),
                   offload_optimizer=check_bool("offload_optimizer", offload_optimizer),
                   offload_params=check_bool("offload_params", offload_params),
-                  num_machines=check_int("num_machines", num_machines, 1))
+                  num_machines=check_int("num_machines", num_machines, 1, MAX_MACHINES))
         s = lay.strategy
         if s == "ddp" and lay.offloads:
             name = "offload_optimizer" if lay.offload_optimizer else "offload_params"
@@ -77,6 +87,10 @@ class Layout:
         if bits == 8 and (s in FSDP or s == "zero3"):
             raise ConfigError("strategy", s, "'ddp', 'zero1' or 'zero2' with an 8-bit base: bitsandbytes' int8 "
                               "weights cannot be split into shards (4-bit can, stored as bf16: QLoRA)")
+        steps_on_cpu = lay.offload_optimizer or (s in FSDP and lay.offload_params)
+        if steps_on_cpu and optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+            raise ConfigError("optimizer", optimizer, f"'adamw' or 'sgd' with the optimizer on the CPU ({lay}): "
+                              "bitsandbytes' 8-bit optimizers step on a GPU only")
         return lay
 
 

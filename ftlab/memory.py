@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, check_choice
 from ftlab.gpus import GPUS, Fit
-from ftlab.layout import LAYOUT_DEFAULTS
+from ftlab.layout import LAYOUT_DEFAULTS, Layout
 from ftlab.memory_calibration import CALIBRATION as K
 from ftlab.memory_setup import DEFAULTS, Setup, as_arch, check_keywords, row, setup_arguments, setup_for
 from ftlab.memory_sharding import per_gpu
@@ -49,7 +49,7 @@ class MemoryEstimate:
     def __str__(self):
         parts = ", ".join(f"{k} {v:.2f}" for k, v in self.components.items() if v > 0.005)
         layout = self.details.get("layout")
-        where = f" per GPU, {layout}" if layout is not None and layout.world > 1 else ""
+        where = f" per GPU, {layout}" if layout is not None and layout != Layout() else ""
         cpu = f"; {self.cpu_gib:.2f} GiB of CPU memory a machine" if self.cpu_gib else ""
         return f"{self.total_gib:.2f} GiB in use{where} ({parts}){cpu}" + (f"; {self.fits}" if self.fits else "")
 
@@ -88,7 +88,8 @@ def estimate(s: Setup) -> MemoryEstimate:
     """The estimate of a checked set-up, step by step."""
     c, static = _static(s)
     cache = static - (c["weights"] + c["adapters"] + c["optimizer"])
-    c, offloaded = per_gpu(s, c, weights_bytes(s.arch, s.bits if s.bits in (8, 4) else 16, False))
+    c, offloaded = per_gpu(s, c, weights_bytes(s.arch, s.bits if s.bits in (8, 4) else 16, False),
+                           weights_bytes(s.arch, s.bits, False))
     sharded = s.layout.strategy != "ddp"
     phases = _training_phases(s, c) if s.train else _inference_phases(s)
     if sharded:  # the engines keep their gradient partitions through the whole step
@@ -119,13 +120,14 @@ def weights_bytes(arch, bits: int, kbit_prepared: bool) -> float:
     """Base weights. 4-bit NF4 with double quantisation: 0.5 byte + 1/64 (8-bit absmax per 64 weights)
     + 4/(64·256) (fp32 constant per 256 blocks) a weight; 8-bit: 1 byte + an fp32 scale per row.
     Embeddings, LM head and norms stay unquantised: fp32 once prepare_model_for_kbit_training ran."""
-    block = sum(i * o for i, o in arch.linear_shapes().values()) * arch.experts
+    mlp = ("gate_proj", "up_proj", "down_proj")  # a mixture of experts has `experts` MLPs, one attention
+    block = sum(i * o * (arch.experts if n in mlp else 1) for n, (i, o) in arch.linear_shapes().items())
     rest = arch.n_params - arch.layers * block
     if bits in (32, 16):
         return bits / 8 * arch.n_params
     rest_bytes = (4.0 if kbit_prepared else 2.0) * rest
     if bits == 8:
-        rows = sum(o for _, o in arch.linear_shapes().values()) * arch.experts
+        rows = sum(o * (arch.experts if n in mlp else 1) for n, (_, o) in arch.linear_shapes().items())
         return arch.layers * (block + 4.0 * rows) + rest_bytes
     return arch.layers * block * (0.5 + 1 / 64 + 4 / (64 * 256)) + rest_bytes
 

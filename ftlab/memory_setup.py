@@ -57,7 +57,9 @@ class Setup:
 
     @property
     def stream(self) -> Stream:      # TRL trains under bf16 autocast; bits=32 means mixed precision
-        return Stream(autocast=self.trainer == "trl" or self.bits == 32, fp32_stream=self.kbit or self.bits == 32)
+        # DeepSpeed casts fp32 weights to bf16 and FSDP computes in bf16: a 32-bit base streams bf16 under them
+        fp32 = self.bits == 32 and self.layout.strategy == "ddp"
+        return Stream(autocast=self.trainer == "trl" or self.bits == 32, fp32_stream=self.kbit or fp32)
 
     @property
     def virtual(self) -> int:        # positions the method puts before the input
@@ -88,7 +90,7 @@ class Setup:
         gpu = None if a["gpu"] is None else check_choice("gpu", a["gpu"], GPUS)
         targets = a["lora_targets"] if isinstance(a["lora_targets"], str) else check_strings("lora_targets",
                                                                                                a["lora_targets"])
-        layout = Layout.build(**{k: a[k] for k in LAYOUT_DEFAULTS}, bits=bits)
+        layout = Layout.build(**{k: a[k] for k in LAYOUT_DEFAULTS}, bits=bits, optimizer=optimizer)
         if method is INFERENCE and layout != Layout():
             name = next(k for k in LAYOUT_DEFAULTS if a[k] != LAYOUT_DEFAULTS[k])
             raise ConfigError(name, a[name], f"{LAYOUT_DEFAULTS[name]!r} with method='inference': the calculator "

@@ -32,25 +32,27 @@ def largest_layer(arch) -> int:
     return max(arch.vocab * arch.hidden, linear)
 
 
-def per_gpu(s, c: dict, frozen16: float) -> tuple[dict, float]:
+def per_gpu(s, c: dict, frozen16: float, loaded: float) -> tuple[dict, float]:
     """The model states of one GPU under `s.layout` from the one-GPU ones in `c` (weights, adapters, gradients,
     optimizer; ftlab's bytes), and the bytes offloaded to the CPU by each GPU's process. `frozen16`: the base
-    weights as the sharded engines keep them (bf16, or 4-bit stored as bf16 for QLoRA). `c` gains `gathered`
+    weights as DeepSpeed keeps them (bf16, or 4-bit stored as bf16 for QLoRA); `loaded`: as loaded (FSDP
+    keeps the frozen ones so: fp32 for a 32-bit base). `c` gains `gathered`
     (layers gathered whole in flight) and `buckets` (communication buffers)."""
     lay: Layout = s.layout
     if lay.strategy == "ddp":
         buckets = c["gradients"] if lay.world > 1 else 0.0
         return {**c, "gathered": 0.0, "buckets": buckets}, 0.0
     if lay.strategy in FSDP:
-        return _fsdp(s, c, frozen16)
+        return _fsdp(s, c, frozen16, loaded)
     return _zero(s, c, frozen16)
 
 
-def _trained(s, c: dict, frozen16: float) -> tuple[float, float, float]:
-    """(trained parameters, base weights without them, the separate adapters' count) as the engines see them."""
+def _trained(s, c: dict, frozen: float, per: float = 2.0) -> tuple[float, float, float]:
+    """(trained parameters, base weights without them, the separate adapters' count) as the engines see them;
+    `frozen`: the base's bytes, `per` bytes a weight of it."""
     n = float(s.trainable_params)
     separate = s.train and not s.method.trains_base
-    base = frozen16 if separate else max(frozen16 - 2.0 * n, 0.0)  # full, BitFit, top-k train part of the base
+    base = frozen if separate else max(frozen - per * n, 0.0)  # full, BitFit, top-k train part of the base
     return n, base, (n if separate else 0.0)
 
 
@@ -87,11 +89,11 @@ def _zero(s, c: dict, frozen16: float) -> tuple[dict, float]:
     return out, cpu
 
 
-def _fsdp(s, c: dict, frozen16: float) -> tuple[dict, float]:
+def _fsdp(s, c: dict, frozen16: float, loaded: float) -> tuple[dict, float]:
     """FSDP2: trained parameters in fp32 and sharded, frozen ones as loaded and sharded; bf16 copies gathered."""
     lay, a = s.layout, s.arch
     N = lay.world
-    n, base, sep = _trained(s, c, frozen16)
+    n, base, sep = _trained(s, c, loaded, 4.0 if s.bits == 32 else 2.0)
     shards, adapters = (base + 4.0 * (n - sep)) / N, 4.0 * sep / N
     grads = 4.0 * n / N
     optimizer = OPTIMIZER_STATE_FP32[s.optimizer] * n / N

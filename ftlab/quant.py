@@ -24,7 +24,8 @@ def bitsandbytes_available() -> tuple[bool, str]:
     return True, ""
 
 
-def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4", double_quant: bool = True):
+def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4", double_quant: bool = True,
+                        quant_storage=None):
     """None for 32/16 bits; a BitsAndBytesConfig for 8 or 4. Raises ConfigError naming `bits`, `quant_type`
     or `double_quant` (numpy integers are taken as int)."""
     bits = check_choice("bits", bits, BITS)
@@ -42,9 +43,12 @@ def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4
 
     if bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
+    # quant_storage: the packed 4-bit weights' dtype (bnb's default uint8); FSDP and ZeRO-3 shard them only when it
+    # is the model's own (bf16), as in FSDP + QLoRA
+    storage = {"bnb_4bit_quant_storage": quant_storage} if quant_storage is not None else {}
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
                               bnb_4bit_use_double_quant=double_quant,
-                              bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16)
+                              bnb_4bit_compute_dtype=compute_dtype or torch.bfloat16, **storage)
 
 
 def keep_4bit_trainable(model) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, check_choice, check_int, check_number
 from ftlab.gpus import GPUS
 from ftlab.memory import MemoryEstimate, estimate_memory
+from ftlab.method_table import LORA
 
 # (strategy, offload_optimizer, offload_params), cheapest first, for each engine
 LADDERS = {
@@ -50,21 +52,34 @@ class Plan:
             ran = [t for t in self.tried if t[1] is not None]
             if not ran:
                 return f"nothing can run on {where}: {self.tried[-1][2]}"
+            why = f" ({ran[-1][2]})" if isinstance(ran[-1][2], str) else ""
             return f"nothing fits {where}: the leanest, {ran[-1][0]}, needs {ran[-1][1]:.1f} GiB a GPU" + (
-                f" and {self.cpu_gib:.0f} GiB of CPU memory a machine" if self.cpu_gib else "")
+                f" and {self.cpu_gib:.0f} GiB of CPU memory a machine" if self.cpu_gib else "") + why
         cpu = f", and {self.cpu_gib:.0f} GiB of CPU memory a machine" if self.cpu_gib else ""
         return (f"{describe(self.strategy, self.offload_optimizer, self.offload_params)} fits {where}: "
                 f"{self.estimate.total_gib:.1f} GiB a GPU{cpu}")
 
 
-def cheapest_fit(model, method: str = "lora", gpu: str = "A100-80GB", num_gpus: int = 8, *, num_machines: int = 1,
-                 engine: str = "deepspeed", cpu_gib: float | None = None, **settings) -> Plan:
+def cheapest_fit(model, method: str | None = None, gpu: str | None = None, num_gpus: int = 8, *,
+                 num_machines: int = 1, engine: str = "deepspeed", cpu_gib: float | None = None, **settings) -> Plan:
     """The cheapest strategy whose per-GPU estimate fits `num_gpus` × `gpu` (on each of `num_machines`), trying
     `engine`'s ladder ("deepspeed": DDP, ZeRO-1, ZeRO-2, ZeRO-3, then optimizer and weights on the CPU; "fsdp":
     DDP, shard gradients and optimizer, full shard, then offload). `settings`: estimate_memory's other arguments
     (batch_size per GPU, seq_len, gradient_checkpointing, ...). A rung the set-up cannot run (an 8-bit base
     cannot be split) is listed in `tried` with the reason and skipped. `cpu_gib`: each machine's CPU memory, if
-    offloading must fit in it too (by default only the GPUs are checked; the plan says what the CPU holds)."""
+    offloading must fit in it too (by default only the GPUs are checked; the plan says what the CPU holds).
+    `model` may be a TrainConfig: its fields are the set-up and its gpu the GPU (method, gpu and settings are then
+    left out). Otherwise `method` defaults to "lora" and `gpu` must be given."""
+    if isinstance(model, TrainConfig):
+        given = {k: v for k, v in {"method": method, "gpu": gpu, **settings}.items() if v is not None}
+        if given:
+            name = next(iter(given))
+            raise ConfigError(name, given[name], "left out with a TrainConfig: the config holds the set-up and the "
+                              "GPU (cheapest_fit(cfg, num_gpus=...), or change the config's field)")
+        gpu = model.gpu
+    elif gpu is None:
+        raise ConfigError("gpu", None, f"the GPU to fit, one of {list(GPUS)}")
+    method = LORA.name if method is None and not isinstance(model, TrainConfig) else method
     gpu = check_choice("gpu", gpu, GPUS)
     num_gpus, num_machines = check_int("num_gpus", num_gpus, 1), check_int("num_machines", num_machines, 1)
     engine = check_choice("engine", engine, LADDERS)
@@ -76,16 +91,19 @@ def cheapest_fit(model, method: str = "lora", gpu: str = "A100-80GB", num_gpus: 
     plan = Plan(False, None, False, False, num_gpus, num_machines, gpu, None)
     for strategy, opt, params in LADDERS[engine]:
         what = describe(strategy, opt, params)
+        layout = dict(num_gpus=num_gpus, num_machines=num_machines, strategy=strategy, offload_optimizer=opt,
+                      offload_params=params)
         try:
-            est = estimate_memory(model, method, gpu=gpu, num_gpus=num_gpus, num_machines=num_machines,
-                                  strategy=strategy, offload_optimizer=opt, offload_params=params, **settings)
+            est = (estimate_memory(model, **layout) if isinstance(model, TrainConfig) else
+                   estimate_memory(model, method, gpu=gpu, **layout, **settings))
         except ConfigError as e:
             if e.field not in ("strategy", "offload_optimizer", "offload_params"):
                 raise  # a wrong model, method or setting: the user's to fix, not a rung to skip
             plan.tried.append((what, None, str(e)))
             continue
         fits = bool(est.fits) and (cpu_gib is None or est.cpu_gib <= cpu_gib)
-        plan.tried.append((what, est.total_gib, fits))
+        plan.tried.append((what, est.total_gib, fits if fits or not est.fits else
+                           f"needs {est.cpu_gib:.0f} GiB of CPU memory a machine, more than cpu_gib={cpu_gib:g}"))
         plan.estimate = est
         if fits:
             plan.found, plan.strategy, plan.offload_optimizer, plan.offload_params = True, strategy, opt, params

@@ -2,6 +2,7 @@
 torch's fully_shard: accelerate turns FSDP into DDP on a CPU), the launch files run as written, a launch from a
 notebook, and what launches refuse. Every run asserts its world size inside the run (see /work/shared/STACK.md:
 some launchers quietly start one process)."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -35,7 +36,8 @@ from ftlab.train import finetune
 world = int(os.environ.get("WORLD_SIZE", "1"))
 cfg = TrainConfig(model=model_dir, method="lora", max_steps=4, batch_size=batch, seq_len=128, learning_rate=1e-2,
                   output_dir=out, eval_examples=0)
-over = trainer_overrides(Layout.build(num_gpus=world, strategy=mode), cfg)
+strategy, _, offload = mode.partition("+")  # "zero2+offload": the optimizer on the CPU
+over = trainer_overrides(Layout.build(num_gpus=world, strategy=strategy, offload_optimizer=offload == "offload"), cfg)
 model, tok = load_for(cfg)
 train, _ = sft_data(dataclasses.replace(cfg, batch_size=4), tok)  # the same records whatever the world
 steps = []
@@ -49,7 +51,9 @@ if int(os.environ.get("RANK", "0")) == 0:
     with open(os.path.join(out, "run.json"), "w") as f:
         json.dump({"world": dist.get_world_size() if dist.is_initialized() else 1, "losses": steps,
                    "saved_to": result.saved_to, "distributed_type": str(PartialState().distributed_type),
-                   "partitioned": any(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters())}, f)
+                   "partitioned": any(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters()),
+                   "optimizer_on_cpu": bool(over.get("deepspeed", {}).get("zero_optimization", {})
+                                            .get("offload_optimizer"))}, f)
 '''
 
 
@@ -109,11 +113,13 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_fol
     assert _reload_logits(tiny_folder, two["saved_to"]) == pytest.approx(torch.load(tmp_path / "two" / "logits.pt"))
 
 
-@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+@pytest.mark.parametrize("stage", ["zero2", "zero3", "zero2+offload"])
 def test_deepspeed_zero_on_cpu_saves_a_whole_adapter_that_reloads_in_one_process(tiny_folder, tmp_path, stage):
     run = _child(tmp_path, stage, tiny_folder, tmp_path / stage, 2, 2, DS_ACCELERATOR="cpu")
     assert run["world"] == 2 and "DEEPSPEED" in run["distributed_type"]
     assert run["partitioned"] == (stage == "zero3")  # ZeRO-3 really split the weights in the run
+    if stage.endswith("offload"):  # the run had the optimizer offloaded, and trained: DeepSpeed refuses the trainer's
+        assert run["optimizer_on_cpu"]  # AdamW with it unless zero_force_ds_cpu_optimizer is False (a crash before)
     assert len(run["losses"]) == 4 and run["losses"][-1] < run["losses"][0]
     reloaded = _reload_logits(tiny_folder, run["saved_to"])
     trained = torch.load(tmp_path / stage / "logits.pt")
@@ -318,3 +324,39 @@ def test_launch_in_notebook_refuses_after_bitsandbytes_or_cuda(monkeypatch):
     with pytest.raises(ConfigError) as e:
         launch_in_notebook(print, num_processes=2)
     assert e.value.field == "cuda" and "restart the kernel" in str(e.value)
+
+
+@pytest.mark.parametrize("address", ["a b", "a\nb", "node001\n", "$(whoami)", "a;rm -rf ~", "[::1]", "a: b", "#x", "",
+                                     " 10.0.0.1 "])
+def test_write_launch_refuses_an_address_a_shell_or_yaml_would_misread(tmp_path, address):
+    from ftlab.distributed import write_launch
+    with pytest.raises(ConfigError) as e:
+        write_launch(TrainConfig(output_dir=str(tmp_path / "run")), tmp_path / "l", num_gpus=2, num_machines=2,
+                     main_address=address)
+    assert e.value.field == "main_address"
+
+
+def test_write_launch_expands_the_home_folder_and_quotes_the_address(tmp_path, monkeypatch):
+    from ftlab.distributed import write_launch
+    monkeypatch.setenv("HOME", str(tmp_path))
+    files = write_launch(TrainConfig(output_dir=str(tmp_path / "run")), "~/launch", num_gpus=2, num_machines=2,
+                         main_address="fd00::1")
+    assert files["train.py"] == str(tmp_path / "launch" / "train.py")
+    assert "main_process_ip: 'fd00::1'" in open(files["accelerate_config.yaml"]).read()
+    with pytest.raises(ConfigError) as e:
+        write_launch(TrainConfig(output_dir=str(tmp_path / "run")), tmp_path / "launch" / "train.py" / "x")
+    assert e.value.field == "folder"
+
+
+def test_qlora_under_a_layout_that_splits_weights_packs_4_bits_as_bf16(tmp_path):
+    from ftlab.distributed import write_launch
+    from ftlab.quant import quantization_config
+    files = write_launch(TrainConfig(method="qlora", bits=4, output_dir=str(tmp_path / "run")), tmp_path / "l",
+                         strategy="fsdp", num_gpus=2)
+    assert 'layout.shards_weights' in open(files["train.py"]).read()  # load_for(cfg, quant_storage="bfloat16")
+    if importlib.util.find_spec("bitsandbytes"):
+        assert quantization_config(4, quant_storage=torch.bfloat16).bnb_4bit_quant_storage == torch.bfloat16
+    with pytest.raises(ConfigError) as e:
+        from ftlab.models import load_model
+        load_model("smollm2-135m-instruct", bits=16, quant_storage="bfloat16")
+    assert e.value.field == "quant_storage"

@@ -132,6 +132,9 @@ def test_a_train_config_takes_the_layout_beside_it():
     (dict(offload_optimizer="yes", strategy="zero3"), "offload_optimizer"),
     (dict(strategy="fsdp", bits=8), "strategy"), (dict(strategy="zero3", bits=8), "strategy"),
     (dict(method="inference", num_gpus=2), "num_gpus"), (dict(num_gpu=2), "num_gpu"),
+    (dict(num_gpus=65), "num_gpus"), (dict(num_machines=10**5), "num_machines"),
+    (dict(strategy="zero2", offload_optimizer=True, optimizer="paged_adamw_8bit"), "optimizer"),
+    (dict(strategy="fsdp", offload_params=True, optimizer="adamw_8bit"), "optimizer"),
 ])
 def test_bad_layouts_name_the_field(kw, field):
     with pytest.raises(ConfigError) as e:
@@ -146,3 +149,48 @@ def test_cheapest_fit_refuses_what_it_chooses_itself_and_a_bad_engine():
         cheapest_fit("llama-3.1-8b", "lora", "T4", 2, engine="megatron")
     with pytest.raises(ConfigError, match="num_gpus"):
         cheapest_fit("llama-3.1-8b", "lora", "T4", 0)
+
+
+def test_no_part_is_negative_for_a_mixture_of_experts_at_4_bits():
+    """The experts multiply the MLP only: counting the attention once per expert made the rest negative."""
+    for strategy in ("ddp", "zero1", "zero3", "fsdp"):
+        est = estimate_memory("mixtral-8x7b", method="qlora", num_gpus=2, strategy=strategy)
+        assert min(est.components.values()) >= 0, (strategy, est)
+    single = estimate_memory("mixtral-8x7b", method="qlora").components["weights"]
+    assert 0.5 * 46.7e9 / GIB < single < 0.6 * 46.7e9 / GIB  # about half a byte a weight
+
+
+def test_a_32_bit_base_is_computed_in_bf16_under_the_sharded_engines():
+    for strategy in ("zero2", "zero3", "fsdp"):
+        e32 = estimate_memory("llama-3.1-8b", method="lora", bits=32, num_gpus=2, strategy=strategy)
+        e16 = estimate_memory("llama-3.1-8b", method="lora", bits=16, num_gpus=2, strategy=strategy)
+        assert e32.components["activations"] == e16.components["activations"]
+    # FSDP keeps frozen weights as loaded (fp32 here), DeepSpeed casts them to bf16
+    fsdp32 = estimate_memory("llama-3.1-8b", method="lora", bits=32, num_gpus=2, strategy="fsdp")
+    fsdp16 = estimate_memory("llama-3.1-8b", method="lora", num_gpus=2, strategy="fsdp")
+    assert fsdp32.components["weights"] == pytest.approx(2 * fsdp16.components["weights"])
+    assert estimate_memory("llama-3.1-8b", method="lora", bits=32, num_gpus=2, strategy="zero3").components[
+        "weights"] == estimate_memory("llama-3.1-8b", method="lora", num_gpus=2, strategy="zero3").components["weights"]
+
+
+def test_cheapest_fit_takes_a_train_config_and_says_when_the_cpu_is_the_limit():
+    cfg = TrainConfig(model="llama-3.1-8b", method="full", gpu="A100-40GB", gradient_checkpointing=True)
+    plan = cheapest_fit(cfg, num_gpus=8)
+    assert plan.found and plan.gpu == "A100-40GB"
+    assert plan.estimate.total_gib == estimate_memory(cfg, num_gpus=8, strategy=plan.strategy,
+                                                      offload_optimizer=plan.offload_optimizer).total_gib
+    for kw in (dict(method="lora"), dict(gpu="T4"), dict(batch_size=2)):
+        with pytest.raises(ConfigError) as e:
+            cheapest_fit(cfg, num_gpus=2, **kw)
+        assert e.value.field == next(iter(kw))
+    with pytest.raises(ConfigError) as e:
+        cheapest_fit("llama-3.1-8b")
+    assert e.value.field == "gpu"
+    limited = cheapest_fit("llama-3.1-70b", "full", "A100-80GB", 8, cpu_gib=100.0, batch_size=1,
+                           gradient_checkpointing=True)
+    assert not limited.found and "more than cpu_gib=100" in str(limited)
+
+
+def test_the_estimate_names_a_layout_other_than_one_gpu_with_ddp():
+    assert "zero3 on 1 GPU" in str(estimate_memory("smollm2-135m-instruct", strategy="zero3"))
+    assert "per GPU" not in str(estimate_memory("smollm2-135m-instruct"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import importlib
 import importlib.util
+import shlex
 from pathlib import Path
 
 import ipywidgets as W
@@ -102,7 +103,7 @@ class LaunchExport:
         command = first_command(readme)
         self.status.value = ("<span style='color:#2e7d32'>✓ wrote " + ", ".join(
             f"<code>{html.escape(str(path))}</code>" for path in written.values()) + "</span>" + (
-            f"<br>then: <code>cd {html.escape(str(folder))} &amp;&amp; {html.escape(command)}</code>" if command
+            f"<br>then: <code>cd {html.escape(shlex.quote(str(folder)))} &amp;&amp; {html.escape(command)}</code>" if command
             else ""))
         return written
 

@@ -49,7 +49,7 @@ class ConfigPanel:
         self.config = config
         self.layout = Layout.build(num_gpus=num_gpus, strategy=strategy, offload_optimizer=offload_optimizer,
                                    offload_params=offload_params, num_machines=num_machines,
-                                   bits=config.effective_bits)
+                                   bits=config.effective_bits, optimizer=config.optimizer)
         self.error: FtlabError | None = None  # a ConfigError, or ModelNotFoundError (field model)
         # the run folder is chosen by name inside the lab's output root: a typed path cannot escape it
         self.output_root = str(Path(config.output_dir).parent)
@@ -140,7 +140,8 @@ class ConfigPanel:
             # cannot be read (not a preset, folder or cached hub id offline) is shown on the model field
             check_setup(config, model_must_resolve=True)
             # the GPUs' layout with this config's bits (an 8-bit base cannot be sharded): both change together
-            layout = Layout.build(**{k: w.value for k, w in self.hardware.items()}, bits=config.effective_bits)
+            layout = Layout.build(**{k: w.value for k, w in self.hardware.items()}, bits=config.effective_bits,
+                                  optimizer=config.optimizer)
             self.config, self.layout, self.error = config, layout, None
         except ConfigError as e:
             self.error = e

@@ -200,14 +200,19 @@ def check_dtype(dtype, field: str = "dtype"):
 
 
 def check_load_arguments(name_or_path, *, bits=16, device=None, dtype=None, trust_remote_code=False,
-                         for_classification=None, quant_type="nf4", double_quant=True) -> dict:
+                         for_classification=None, quant_type="nf4", double_quant=True, quant_storage=None) -> dict:
     """load_model's arguments checked and normalised (numpy integers become int, "CUDA" becomes "cuda"):
     ConfigError names the first bad one. Nothing is read from disk."""
     out = dict(name=check_model_name(name_or_path), bits=check_choice("bits", bits, BITS),
                device=check_device(device), dtype=check_dtype(dtype),
                trust_remote_code=check_bool("trust_remote_code", trust_remote_code),
                quant_type=check_choice("quant_type", quant_type, QUANT_TYPES),
-               double_quant=check_bool("double_quant", double_quant))
+               double_quant=check_bool("double_quant", double_quant),
+               quant_storage=None if quant_storage is None else check_choice("quant_storage", quant_storage,
+                                                                             ("bfloat16", "float16", "float32")))
+    if out["quant_storage"] is not None and out["bits"] != 4:
+        raise ConfigError("quant_storage", quant_storage, f"None with bits={out['bits']}: only 4-bit weights are "
+                          "packed into a storage dtype")
     if for_classification is not None:
         try:
             for_classification = check_int("for_classification", for_classification, 1, 1_000_000)

@@ -29,7 +29,7 @@ def default_device_dtype():
 
 def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, dtype=None,
                trust_remote_code: bool = False, for_classification: int | None = None, quant_type: str = "nf4",
-               double_quant: bool = True):
+               double_quant: bool = True, quant_storage: str | None = None):
     """Load (model, tokenizer). bits=8/4 quantise the frozen base with bitsandbytes (ftlab.quant).
 
     Every argument is checked before anything is read (ConfigError names it), a local folder before any
@@ -39,12 +39,13 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     """
     a = check_load_arguments(name_or_path, bits=bits, device=device, dtype=dtype,
                              trust_remote_code=trust_remote_code, for_classification=for_classification,
-                             quant_type=quant_type, double_quant=double_quant)
+                             quant_type=quant_type, double_quant=double_quant, quant_storage=quant_storage)
     name, bits, remote = a["name"], a["bits"], a["trust_remote_code"]
     source = resolve_source(name, trust_remote_code=remote)
     if os.path.isdir(source):
         _check_tokenizer_files(name, Path(source))
-    device, dtype, qcfg = _placement(bits, a["device"], a["dtype"], a["quant_type"], a["double_quant"])
+    device, dtype, qcfg = _placement(bits, a["device"], a["dtype"], a["quant_type"], a["double_quant"],
+                                     a["quant_storage"])
     t0 = time.perf_counter()
     token = hub_token()
     kw = dict(dtype=dtype, trust_remote_code=remote, use_safetensors=True, token=token,
@@ -62,7 +63,7 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
     return model, tok
 
 
-def _placement(bits: int, device, dtype, quant_type: str, double_quant: bool):
+def _placement(bits: int, device, dtype, quant_type: str, double_quant: bool, quant_storage: str | None = None):
     """(device, dtype, quantisation config or None) of a load: the defaults filled in where None was asked."""
     import torch  # lazy: the calculator imports ftlab.models without torch
     auto_device, auto_dtype = default_device_dtype()
@@ -72,8 +73,9 @@ def _placement(bits: int, device, dtype, quant_type: str, double_quant: bool):
     # 4-bit matmuls dequantise to the compute dtype: bf16 on a GPU; fp32 on a CPU, where bf16 matmuls
     # without AMX are ~10x slower (seen: QLoRA 38 s a step in bf16 on 2 cores)
     compute = torch.float32 if device == "cpu" else (dtype if dtype != torch.float32 else torch.bfloat16)
+    storage = getattr(torch, quant_storage) if quant_storage else None
     return device, dtype, quantization_config(bits, compute_dtype=compute, quant_type=quant_type,
-                                              double_quant=double_quant)
+                                              double_quant=double_quant, quant_storage=storage)
 
 
 def _from_pretrained(name: str, source: str, for_classification, kw: dict):
@@ -215,11 +217,12 @@ def _check_cfg(cfg, call: str) -> None:
     cfg.validate()
 
 
-def load_for(cfg):
-    """(model, tokenizer) as a TrainConfig asks: its model, bit width, 4-bit type and remote-code choice."""
+def load_for(cfg, quant_storage: str | None = None):
+    """(model, tokenizer) as a TrainConfig asks: its model, bit width, 4-bit type and remote-code choice.
+    quant_storage: the dtype 4-bit weights are packed in ("bfloat16" to shard them with FSDP or ZeRO-3)."""
     _check_cfg(cfg, "load_for(cfg)")
     return load_model(cfg.model, bits=cfg.effective_bits, trust_remote_code=cfg.trust_remote_code,
-                      quant_type=cfg.quant_type, double_quant=cfg.double_quant)
+                      quant_type=cfg.quant_type, double_quant=cfg.double_quant, quant_storage=quant_storage)
 
 
 def tiny_test_model(vocab_from=None, layers: int = 2, hidden: int = 64):
