@@ -272,6 +272,7 @@ def test_readout_is_per_gpu_and_equals_the_calculator():
     cfg = TrainConfig(model="llama-3.1-8b", method="full", gpu="A100-80GB", seq_len=512, batch_size=4)
     panel = ConfigPanel(cfg)
     assert "per GPU" not in panel.estimate_readout.value and "effective batch" not in panel.estimate_readout.value
+    assert "Run trains here" not in panel.estimate_readout.value
     assert abs(_readout_gib(panel) - estimate_memory(cfg).total_gib) < 0.006
     panel.hardware["num_gpus"].value = 2
     panel.hardware["strategy"].value = "zero3"
@@ -280,6 +281,7 @@ def test_readout_is_per_gpu_and_equals_the_calculator():
     assert per_gpu.total_gib != estimate_memory(cfg).total_gib and panel.estimate.total_gib == per_gpu.total_gib
     assert "per GPU" in panel.estimate_readout.value and abs(_readout_gib(panel) - per_gpu.total_gib) < 0.006
     assert "effective batch 4 × 2 GPUs = 8 sequences a step" in panel.estimate_readout.value
+    assert "Run trains here, in one process" in panel.estimate_readout.value
     assert "CPU memory a machine:" not in panel.estimate_readout.value and "on each GPU" in panel.summary.value
     panel.hardware["offload_optimizer"].value = True
     off = estimate_memory(cfg, **{**layout, "offload_optimizer": True})

@@ -79,6 +79,9 @@ def scale_lines(config, layout: Layout, estimate) -> list[str]:
         lines.append(f"CPU memory a machine: {estimate.cpu_gib:.1f} GiB (what offloading keeps there)")
     if layout.world > 1:
         lines.append(effective_batch(config.batch_size, layout))
+    if layout != Layout():  # the panel's Run trains in this notebook's one process
+        lines.append("Run trains here, in one process; for this layout export the launch files below "
+                     "(or start a function with ftlab.distributed.launch_in_notebook)")
     if not estimate.fits:
         lines.append(html.escape(fit_hint(config, layout)))
     return lines
