@@ -1,3 +1,6 @@
+import sys
+from pathlib import Path
+
 from ftlab.config import TrainConfig
 from ftlab.widgets import ConfigPanel, LossPlot, TrainingProgress
 from ftlab.report import TrainResult
@@ -347,3 +350,44 @@ def test_export_writes_launch_files_and_shows_errors_inline(tmp_path, monkeypatc
     assert panel.error.field == "offload_optimizer" and panel.export.export() is None
     assert "Fix it in the panel first" in panel.export.status.value and "offload_optimizer" in \
         panel.export.status.value
+
+
+def test_setup_notebook_enables_colabs_widget_manager_on_colab(monkeypatch):
+    """On Colab, plotly's FigureWidget (an anywidget) shows only after enable_custom_widget_manager(): a fake
+    google.colab module records the call, and static figures use Colab's renderer."""
+    import types
+
+    import plotly.io as pio
+
+    from ftlab.widgets import setup_notebook
+    calls = []
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    colab.output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("enabled"))
+    google.colab = colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    before = pio.renderers.default
+    try:
+        setup_notebook()
+        assert calls == ["enabled"] and pio.renderers.default == "colab"
+    finally:
+        pio.renderers.default = before
+    monkeypatch.delitem(sys.modules, "google.colab")
+    setup_notebook()  # not on Colab: nothing called, JupyterLab's renderer
+    assert calls == ["enabled"] and pio.renderers.default == "plotly_mimetype+notebook"
+
+
+def test_the_readme_colab_install_line_pins_what_pyproject_pins():
+    """The README's Colab cell installs ftlab's pins (keeping Colab's own torch): every name==version in it is
+    the version pyproject.toml pins."""
+    import re
+    import tomllib
+    root = Path(__file__).resolve().parent.parent
+    pins = {d.split("==")[0].lower(): d.split("==")[1]
+            for d in tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    readme = (root / "README.md").read_text()
+    cell = readme[readme.index("**On Colab**"):readme.index("Conda users")]
+    found = dict((n.lower(), v) for n, v in re.findall(r"([A-Za-z0-9_.-]+)==([0-9][^\s`&]*)", cell))
+    assert {"trl", "peft", "bitsandbytes", "anywidget"} <= set(found)
+    assert all(pins.get(name) == version for name, version in found.items() if name in pins), found
+    assert "torch==" not in cell  # Colab's CUDA torch stays

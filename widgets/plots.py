@@ -10,6 +10,8 @@ training. Three things keep it small (scripts/bench_plots.py measures it in a re
 """
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from itertools import cycle
 
@@ -49,11 +51,27 @@ def _arrays(xs, ys):
     return np.asarray(xs), np.asarray(ys, dtype=np.float64)
 
 
+def on_colab() -> bool:
+    """True in a Google Colab kernel (its google.colab package is there)."""
+    if "google.colab" in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec("google.colab") is not None
+    except (ImportError, ValueError):  # no google package, or one without a spec
+        return False
+
+
 def setup_notebook() -> None:
     """Plotly output that renders in JupyterLab and in nbconvert's HTML offline (plotly.js embedded), and
     no "Loading weights" progress bar from transformers each time a lab loads a model (a lab loads several;
-    the bars filled the notebook with empty widgets)."""
+    the bars filled the notebook with empty widgets). On Colab: third-party widgets (plotly 7's FigureWidget
+    is an anywidget) render only after enable_custom_widget_manager(), which anywidget's own display would
+    call but plotly's replaces; and static figures need Colab's renderer."""
     pio.renderers.default = "plotly_mimetype+notebook"
+    if on_colab():
+        from google.colab import output  # lazy: exists only on Colab
+        output.enable_custom_widget_manager()
+        pio.renderers.default = "colab"
     hf_logging.disable_progress_bar()
 
 
