@@ -1,4 +1,5 @@
 """The labs, run headlessly under papermill as CI runs them, checked through their results.json."""
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,23 @@ def run_lab(name: str, out: Path, *params: str) -> dict:
     assert FAKE_TOKEN not in proc.stdout + proc.stderr
     leaked = [str(p) for p in out.rglob("*") if p.is_file() and FAKE_TOKEN.encode() in p.read_bytes()]
     assert not leaked, f"the HF token was written into {leaked}"
+    assert not widget_only_charts(out / name), "a chart shows only as a widget view: blank in the HTML export"
     return read_results(out / "run")
+
+
+def widget_only_charts(executed: Path) -> list[int]:
+    """Cells whose plotly chart was output as a FigureWidget view alone (no static figure): an HTML export (and
+    GitHub) shows nothing there. A lab run with interactive=False must show charts as static figures."""
+    cells = json.loads(executed.read_text())["cells"]
+    bad = []
+    for i, cell in enumerate(cells):
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            plain = "".join(data.get("text/plain", ""))
+            if "application/vnd.jupyter.widget-view+json" in data and plain.startswith("FigureWidget(") \
+                    and "application/vnd.plotly.v1+json" not in data and "text/html" not in data:
+                bad.append(i)
+    return bad
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 
 COLORS = {"weights": "#4c78a8", "adapters": "#72b7b2", "gradients": "#f58518", "optimizer": "#e45756",
-          "activations": "#54a24b", "logits": "#eeca3b", "autocast_cache": "#b279a2", "allocator": "#bab0ac",
-          "paged_optimizer": "#ff9da6", "cuda_context": "#9d755d"}
+          "gathered": "#8cd17d", "buckets": "#d4a6c8", "activations": "#54a24b", "logits": "#eeca3b",
+          "autocast_cache": "#b279a2", "allocator": "#bab0ac", "paged_optimizer": "#ff9da6", "cuda_context": "#9d755d"}
 
 
 class MemoryBars:
@@ -27,6 +27,10 @@ class MemoryBars:
                 trace.y = [estimate.components.get(trace.name, 0.0)]
             m = measured or {}
             self.widget.data[-1].x, self.widget.data[-1].y = list(m), list(m.values())
+
+    def figure(self) -> go.Figure:
+        """A static copy (what an HTML export shows: a FigureWidget's own output is a widget view only)."""
+        return go.Figure(self.widget)
 
 
 class EstimateScatter:
