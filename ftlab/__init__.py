@@ -27,6 +27,7 @@ _HOMES = {
     "ftlab.measure": ["MemoryMonitor"],
     "ftlab.compare": ["compare_methods"],
     "ftlab.results": ["read_results", "write_results"],
+    "ftlab.export": ["export_adapter", "export_model", "push_to_hub"],
 }
 _API = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = sorted(_API)
