@@ -1,10 +1,11 @@
 """ftlab's notebook UI: views over ftlab's core (which never imports this package)."""
 from ftlab.widgets.panel import ConfigPanel
+from ftlab.widgets.data_panel import DataPanel
 from ftlab.widgets.memory_plots import EstimateScatter, MemoryBars
 from ftlab.widgets.playground import Playground
 from ftlab.widgets.plots import (ComparisonPlot, LossPlot, MemoryPlot, MethodScatter, TrainingProgress,
                                  setup_notebook)
 from ftlab.widgets.run import NotFinished, RunControls
 
-__all__ = ["ComparisonPlot", "ConfigPanel", "MethodScatter", "EstimateScatter", "MemoryBars", "LossPlot", "MemoryPlot",
-           "NotFinished", "Playground", "RunControls", "TrainingProgress", "setup_notebook"]
+__all__ = ["ComparisonPlot", "ConfigPanel", "DataPanel", "MethodScatter", "EstimateScatter", "MemoryBars", "LossPlot",
+           "MemoryPlot", "NotFinished", "Playground", "RunControls", "TrainingProgress", "setup_notebook"]
