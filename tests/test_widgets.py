@@ -391,3 +391,22 @@ def test_the_readme_colab_install_line_pins_what_pyproject_pins():
     assert {"trl", "peft", "bitsandbytes", "anywidget"} <= set(found)
     assert all(pins.get(name) == version for name, version in found.items() if name in pins), found
     assert "torch==" not in cell  # Colab's CUDA torch stays
+
+
+def test_readout_shows_the_largest_batch_and_sequence_that_fit():
+    import re
+
+    from ftlab.memory import max_batch_size, max_seq_len
+    cfg = TrainConfig(gpu="T4", seq_len=256, batch_size=4)
+    panel = ConfigPanel(cfg)
+    text = re.sub("<[^>]+>", " ", panel.estimate_readout.value)
+    kw = dict(method=cfg.method, lora_r=cfg.lora_r, lora_targets=cfg.lora_targets)
+    batch = max_batch_size(cfg.model, "T4", seq_len=256, **kw)
+    seq = max_seq_len(cfg.model, "T4", batch_size=4, **kw)
+    assert f"largest batch that fits at 256 tokens: {batch:,}" in text and batch > 4
+    assert f"longest sequence that fits at batch 4: {seq:,} tokens" in text
+    panel.hardware["num_gpus"].value = 2
+    panel.hardware["strategy"].value = "zero3"
+    zero3 = max_batch_size(cfg.model, "T4", seq_len=256, num_gpus=2, strategy="zero3", **kw)
+    assert f"largest batch a GPU that fits at 256 tokens: {zero3:,}" in re.sub("<[^>]+>", " ",
+                                                                               panel.estimate_readout.value)

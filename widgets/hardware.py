@@ -10,6 +10,7 @@ import ipywidgets as W
 from ftlab.choices import STRATEGIES
 from ftlab.errors import FtlabError
 from ftlab.layout import FSDP, LAYOUT_DEFAULTS, ZERO, Layout
+from ftlab.memory import max_batch_size, max_seq_len
 from ftlab.memory_setup import setup_arguments
 from ftlab.scale_out import cheapest_fit, describe
 
@@ -82,9 +83,23 @@ def scale_lines(config, layout: Layout, estimate) -> list[str]:
     if layout != Layout():  # the panel's Run trains in this notebook's one process
         lines.append("Run trains here, in one process; for this layout export the launch files below "
                      "(or start a function with ftlab.distributed.launch_in_notebook)")
+    lines.append(html.escape(limits(config, layout)))
     if not estimate.fits:
         lines.append(html.escape(fit_hint(config, layout)))
     return lines
+
+
+def limits(config, layout: Layout) -> str:
+    """'largest batch that fits at 256 tokens: 37 · longest sequence at batch 4: 2,048' on the target GPU."""
+    settings = setup_arguments(config)
+    gpu = settings.pop("gpu")
+    kw = {**settings, **layout_arguments(layout)}
+    batch = max_batch_size(config.model, gpu, **{k: v for k, v in kw.items() if k != "batch_size"})
+    seq = max_seq_len(config.model, gpu, **{k: v for k, v in kw.items() if k != "seq_len"})
+    each = " a GPU" if layout.world > 1 else ""
+    return (f"on {gpu}: largest batch{each} that fits at {config.seq_len} tokens: {batch:,} · longest sequence "
+            f"that fits at batch {config.batch_size}: {seq:,} tokens" if batch else
+            f"on {gpu}: not even one sequence of {config.seq_len} tokens fits{each}")
 
 
 def fit_hint(config, layout: Layout) -> str:
