@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import HfApi
 from peft import PeftConfig
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from ftlab.checkpoints import _folder_arg
@@ -55,7 +56,8 @@ def _find_saved(run) -> tuple[Path, Path, object]:
 def _target(folder, saved: Path, overwrite) -> Path:
     """The export's folder: new or empty (or overwrite=True), never the run's own folder or one inside it."""
     check_bool("overwrite", overwrite)
-    target = Path(_folder_arg(folder, "folder", "where to write the export (a new or empty folder)"))
+    # resolved: a name ending in ".." would otherwise be renamed onto itself by the atomic write
+    target = Path(_folder_arg(folder, "folder", "where to write the export (a new or empty folder)")).resolve()
     if target.exists() and not target.is_dir():
         raise ConfigError("folder", str(folder), "a folder to write the export to (this is an existing file)")
     t, s = target.resolve(), saved.resolve()
@@ -146,7 +148,9 @@ def _base(cfg, base):
     if getattr(model, "is_quantized", False) or bits < 16:
         raise ConfigError("base", f"a {bits}-bit {type(model).__name__}", f"an unquantised base (load_model("
                           f"{cfg.model!r}, bits=32)) or None: merging into quantised weights rounds the update away")
-    return model.float(), tok, note
+    given = (f"the trained weights were put on a base passed in by the caller (its source: "
+             f"{(getattr(model, 'ftlab_info', None) or {}).get('source', 'unknown')}), not loaded from {cfg.model}")
+    return model.float(), tok, f"{note}; {given}" if note else given
 
 
 def _check_reload(tmp: str, expected, ids, cfg) -> float:
@@ -168,6 +172,12 @@ def export_adapter(run, folder, *, overwrite: bool = False) -> dict:
     """The adapter alone: a copy of what the run saved (load it with ftlab.load_trained or, for peft methods,
     peft.PeftModel.from_pretrained), with a model card. Returns {"folder", "merged": False, "files", ...}."""
     saved, run_dir, cfg = _find_saved(run)
+    for f in saved.glob("*.safetensors"):  # a damaged file is refused here, as export_model refuses it
+        try:
+            load_file(str(f))
+        except Exception as e:  # safetensors raises its own SafetensorError on a truncated file
+            raise CheckpointError(f"{f} cannot be read ({type(e).__name__}: {e}): the run's saved weights are "
+                                  "damaged; save them again (save_trained) or re-run", field="run") from None
     return _copy_adapter(saved, run_dir, _target(folder, saved, overwrite), cfg, None)
 
 

@@ -19,6 +19,7 @@ PAIRS = (("prompt", "completion"), ("instruction", "output"), ("question", "answ
          ("input", "output"), ("question", "response"))
 CHATS = ("messages", "conversations", "conversation", "chat")
 TEXTS = ("text", "content", "document")
+ROLES = ("system", "user", "assistant")
 
 
 def read_table(path) -> tuple[list[dict], list[str]]:
@@ -35,6 +36,8 @@ def read_table(path) -> tuple[list[dict], list[str]]:
         rows = read_jsonl(path)
     elif suffix == ".json":
         rows = read_json(path)
+    elif suffix == ".csv":
+        rows = _read_csv(path)
     else:
         rows = _read_with_datasets(path, suffix)
     if not rows:
@@ -43,21 +46,42 @@ def read_table(path) -> tuple[list[dict], list[str]]:
     return rows, columns
 
 
+def _read_csv(path) -> list[dict]:
+    """CSV through Python's csv module, strictly: pandas (under datasets) takes a row with one cell too many as an
+    index and shifts the columns, and keeps one of two equal column names, both in silence."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            table = list(csv.reader(f))
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path.name} cannot be read as CSV: {e}", field="path") from None
+    if not table:
+        raise DataError(f"{path.name} is empty: a header row and at least one example are needed", field="path")
+    header = table[0]
+    blank = [i + 1 for i, n in enumerate(header) if not n.strip()]
+    twice = sorted({n for n in header if header.count(n) > 1})
+    if blank or twice:
+        raise DataError(f"{path.name}: the header {header} has " + (f"an empty name at column {blank[0]}" if blank
+                        else f"the name {twice[0]!r} twice") + ": every column needs its own name", field="path")
+    rows = []
+    for i, cells in enumerate(table[1:]):
+        if not cells:
+            continue  # a blank line
+        if len(cells) != len(header):
+            raise DataError(f"{path.name}, row {i + 1}: {len(cells)} cells, the header has {len(header)} "
+                            f"({', '.join(header)}): a comma inside a value needs quotes", field="path")
+        rows.append(dict(zip(header, cells)))
+    return rows
+
+
 def _read_with_datasets(path, suffix: str) -> list[dict]:
     # lazy: datasets (with pyarrow) takes ~1 s to import; JSON-lines files are read without it
-    from datasets import Dataset, Features, Value
+    from datasets import Dataset
     from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars  # lazy, too
     quiet = are_progress_bars_disabled()
     disable_progress_bars()  # a small file's "Generating train split" bar says nothing
     try:
         with tempfile.TemporaryDirectory(prefix="ftlab-table-") as cache:
-            if suffix == ".csv":
-                with open(path, newline="", encoding="utf-8-sig") as f:  # the header: every column read as text
-                    names = next(csv.reader(f), [])
-                ds = Dataset.from_csv(str(path), cache_dir=cache, keep_in_memory=True, keep_default_na=False,
-                                      features=Features({n: Value("string") for n in names}))
-            else:
-                ds = Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
+            ds = Dataset.from_parquet(str(path), cache_dir=cache, keep_in_memory=True)
             return ds.to_list()
     except Exception as e:  # pandas' or pyarrow's parser: named with the file, never a traceback
         raise DataError(f"{path.name} cannot be read as {suffix[1:].upper()}: {type(e).__name__}: "
@@ -132,6 +156,13 @@ def _cell(row: dict, column: str, i: int, messages: bool):
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
                 raise DataError(f"{where}, message {j + 1}, is {_short(m)}: a message is {{'role': str, "
                                 "'content': str}", field="columns")
+            if m["role"] not in ROLES or not m["content"].strip():
+                raise DataError(f"{where}, message {j + 1}: role {m['role']!r} with content {_short(m['content'])}: "
+                                f"the role is one of {list(ROLES)} and the content is not empty", field="columns")
+        talk = [m["role"] for m in value if m["role"] != "system"]
+        if any(m["role"] == "system" for m in value[1:]) or not talk or talk[0] != "user":
+            raise DataError(f"{where}: the roles are {[m['role'] for m in value]}: a chat is an optional system "
+                            "message first, then the user's turn, then the assistant's (and so on)", field="columns")
         return [{"role": m["role"], "content": m["content"]} for m in value]
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where} is empty", field="columns")

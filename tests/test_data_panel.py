@@ -165,3 +165,40 @@ def test_records_of_a_200_pair_file_are_what_a_run_accepts(tiny_folder, tmp_path
     assert (len(train), len(val)) == (180, 20)
     cfg = TrainConfig(model=tiny_folder, seq_len=64, output_dir=str(tmp_path / "run"))
     check_run_arguments(cfg, train, val)  # raises on a record shape the trainer would not take
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("prompt,completion\nq0,a0,extra\nq1,a1\n", "row 1: 3 cells, the header has 2"),
+    ("prompt,completion,prompt\nq0,a0,z0\n", "the name 'prompt' twice"),
+    ("prompt,,completion\nq0,x,a0\n", "an empty name at column 2"),
+    ("", "is empty"),
+])
+def test_a_csv_that_pandas_would_misread_is_refused_with_its_row(tokenizer, tmp_path, text, expected):
+    """pandas takes a row with a cell too many as an index (the columns shift) and keeps one of two equal names."""
+    path = tmp_path / "t.csv"
+    path.write_text(text)
+    panel = DataPanel(tokenizer)
+    panel.fields["path"].value = str(path)
+    assert expected in panel.message.value and panel.error.field == "path"
+
+
+@pytest.mark.parametrize("chat,expected", [
+    ([{"role": "bot", "content": "hi"}, {"role": "assistant", "content": "x"}], "role 'bot'"),
+    ([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}], "the roles are"),
+    ([{"role": "system", "content": "s"}, {"role": "assistant", "content": "b"}], "the roles are"),
+    ([{"role": "user", "content": ""}, {"role": "assistant", "content": "b"}], "content is not empty"),
+])
+def test_a_chat_with_unknown_roles_no_user_turn_or_empty_turns_is_refused(tokenizer, tmp_path, chat, expected):
+    good = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    path = write_jsonl(tmp_path / "c.jsonl", [good, {"messages": chat}, good])
+    panel = DataPanel(tokenizer, path=path)
+    assert "row 2" in panel.message.value and expected in panel.message.value
+
+
+def test_a_bad_path_stays_in_error_when_another_field_changes(tokenizer, tmp_path):
+    good = write_jsonl(tmp_path / "good.jsonl", pairs(10))
+    panel = DataPanel(tokenizer, path=good)
+    panel.fields["path"].value = str(tmp_path / "missing.jsonl")
+    assert panel.error is not None and panel.error.field == "path"
+    panel.fields["seq_len"].value = 32  # not the file in the path box: the error stays
+    assert panel.error is not None and panel.error.field == "path" and panel.path == good

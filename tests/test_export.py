@@ -179,3 +179,14 @@ def test_a_merge_that_changes_the_answers_is_caught(tiny_folder, tmp_path, monke
     with pytest.raises(CheckpointError) as e:
         export_model(run, tmp_path / "out")
     assert "differ" in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_export_adapter_refuses_a_damaged_run_and_a_dotdot_target_is_resolved(tiny_folder, tmp_path):
+    run, _ = _run(tiny_folder, tmp_path, "lora", lora_r=4)
+    out = export_adapter(run, tmp_path / "x" / "sub" / "..", overwrite=True)
+    assert out["folder"] == str((tmp_path / "x").resolve()) and (tmp_path / "x" / "README.md").exists()
+    f = run / "adapter" / "adapter_model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    with pytest.raises(CheckpointError) as e:
+        export_adapter(run, tmp_path / "broken")
+    assert e.value.field == "run" and not (tmp_path / "broken").exists()

@@ -171,7 +171,8 @@ def test_wrong_arguments_raise_a_config_error_naming_them_and_examples_fill_the_
     pg.fields["example"].value = 2
     assert (pg.fields["prompt"].value, pg.fields["system"].value) == ("U", "S")
     pg.fields["example"].value = 1
-    assert "the meeting moves" in pg.fields["prompt"].value and pg.fields["system"].value == "S"
+    # an example without a system prompt clears the previous example's: the models see what the example holds
+    assert "the meeting moves" in pg.fields["prompt"].value and pg.fields["system"].value == ""
 
 
 def test_the_model_is_left_as_it_was_after_training_and_in_eval_mode(trained):
@@ -210,3 +211,16 @@ def test_the_button_is_disabled_while_generating_and_a_second_click_does_nothing
     thread.join(120)
     assert not thread.is_alive() and not pg.button.disabled and not pg.busy
     assert set(pg.answers) == {"base", "trained"} and all(isinstance(a, str) for a in pg.answers.values())
+
+
+def test_an_example_without_a_system_prompt_clears_the_previous_ones(trained):
+    model, tok, _ = trained
+    with_system = {"prompt": [{"role": "system", "content": "Answer in French."}, {"role": "user", "content": "q1"}]}
+    pg = Playground(model, tok, prompts=[with_system, "q2"])
+    pg.fields["example"].value = 0
+    assert pg.fields["system"].value == "Answer in French."
+    pg.fields["example"].value = 1
+    assert pg.fields["system"].value == "" and pg.fields["prompt"].value == "q2"
+    with pytest.raises(ConfigError) as e:
+        Playground(model, tok, prompts=5)
+    assert e.value.field == "prompts"

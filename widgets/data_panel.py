@@ -116,7 +116,9 @@ class DataPanel:
         if self._quiet:
             return
         try:
-            if name == "path" or self._read is None:
+            # the path field's text is not the file in use (it failed to read): re-read it on any change, so its
+            # error stays until the path is fixed instead of other fields quietly using the last file
+            if name == "path" or self._read is None or self.fields["path"].value.strip() != self._read[0]:
                 self._read_file()
             self._rebuild()
             self.error = None

@@ -66,8 +66,8 @@ def _example(i: int, item) -> tuple[str, str]:
         said[t.get("role")] = t.get("content")
     if isinstance(said.get("user"), str) and said["user"].strip():
         return (said.get("system") if isinstance(said.get("system"), str) else ""), said["user"]
-    raise ConfigError(f"prompts[{i}]", item, "a prompt string, a task record ({'source': ...}), or a record whose "
-                      "'prompt' or 'messages' holds a user turn")
+    raise ConfigError(f"prompts[{i}]" if i >= 0 else "prompts", item, "a prompt string, a task record ({'source': "
+                      "...}), or a record whose 'prompt' or 'messages' holds a user turn (or a list of them)")
 
 
 def _number(value, kind):
@@ -101,16 +101,16 @@ def _adapter(model, name: str):
 
 
 class Playground:
-    def __init__(self, model, tokenizer, *, base=None, others=None, prompts=None, max_new_tokens=64,
-                 temperature=0.0):
+    def __init__(self, model, tokenizer, *, base=None, others=None, prompts=None, max_new_tokens=64, temperature=0.0):
         """model: the trained model (a peft model, or any causal LM); base: the model before training, when it is
         not `model` with its adapter disabled (a full fine-tune); others: {name: model or adapter name of model};
         prompts: examples offered in a dropdown (strings or records, e.g. the validation split)."""
         self.model, self.tokenizer = _check_model("model", model), check_tokenizer(tokenizer)
         self.base = None if base is None else _check_model("base", base)
         self.others = {} if others is None else _check_others(model, others)
-        self.examples = [_example(i, p) for i, p in enumerate(
-            [] if prompts is None else [prompts] if isinstance(prompts, (str, dict)) else prompts)]
+        self.examples = [_example(i, p) for i, p in enumerate(  # a list of them, or one; anything else refused
+            [] if prompts is None else [prompts] if isinstance(prompts, (str, dict)) else
+            prompts if isinstance(prompts, (list, tuple)) else _example(-1, prompts))]
         self.chat = bool(getattr(tokenizer, "chat_template", None))
         same = contextlib.nullcontext  # (name, module, context): generate runs on module inside context()
         before = (self.base, same) if self.base is not None else \
@@ -160,9 +160,9 @@ class Playground:
                               self.input_view])
 
     def _pick(self, index) -> None:
-        if index is not None and index >= 0:
+        if index is not None and index >= 0:  # the example's system prompt, or none: never the previous example's
             system, self.fields["prompt"].value = self.examples[index]
-            self.fields["system"].value = system or self.fields["system"].value
+            self.fields["system"].value = system or ""
 
     def _read(self):
         """((prompt, system, temperature, max_new_tokens), {field: ConfigError}) from the fields."""
