@@ -8,7 +8,6 @@ arguments (a DeepSpeed config dict, or fsdp/fsdp_config), not in the launcher's 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
 
@@ -17,7 +16,7 @@ import torch.distributed as dist
 
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, FtlabError, check_int, check_listeners
-from ftlab.launch_files import CPU_ENV, deepspeed_config, run_launch, write_launch
+from ftlab.launch_files import CPU_ENV, deepspeed_config, free_port, run_launch, write_launch
 from ftlab.layout import FSDP, Layout
 from ftlab.method_table import METHODS
 from ftlab.report import ReportCallback
@@ -140,12 +139,6 @@ def save_on_main(model, folder, cfg) -> str:
     return out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def check_notebook_launch(num_processes) -> int:
     """What launch_in_notebook refuses before it forks: ConfigError naming the field, with the fix."""
     restart = "restart the kernel and run this cell first (before anything touches the GPU)"
@@ -248,7 +241,7 @@ def launch_in_notebook(fn, *args, num_processes: int | None = None, listeners: l
             # accelerate's notebook_launcher goes through torch's elastic agent and picks the device itself, and
             # its debug_launcher initialises the group from a file store without RANK in the environment (a
             # trainer's PartialState then sees a world of 1): fork the processes here with what torchrun sets
-            mp.start_processes(_Child(fn, args, queue, True, n, _free_port()), nprocs=n, start_method="fork")
+            mp.start_processes(_Child(fn, args, queue, True, n, free_port()), nprocs=n, start_method="fork")
     finally:
         queue.put(("stop", None))
         thread.join(timeout=30)

@@ -1,8 +1,7 @@
 """The files a run on several GPUs (or machines) needs, written beside each other by `write_launch`: a
 self-contained train.py, the run's config.json, accelerate_config.yaml, ds_config.json (ZeRO) and a README.md
 with the exact commands (accelerate launch, torchrun, SLURM's launch.slurm, and a try on CPU processes).
-Torch-free: the DeepSpeed config (deepspeed_config) is plain data, which ftlab.distributed hands to the trainer.
-"""
+Torch-free: the DeepSpeed config (deepspeed_config) is plain data, which ftlab.distributed hands to the trainer."""
 from __future__ import annotations
 
 import collections
@@ -247,6 +246,12 @@ def write_launch(cfg, folder, *, strategy: str = "ddp", num_gpus: int = 1, num_m
     return out
 
 
+def free_port() -> int:  # a port free on this machine now: two runs (or a test) on one machine must not meet
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def run_launch(folder, num_processes: int, *, listeners: list | None = None, cpu: bool | None = None,
                timeout_s: float | None = None) -> dict:
     """Run the train.py that write_launch wrote in `folder` as `torchrun --nproc_per_node num_processes` (one
@@ -264,10 +269,7 @@ def run_launch(folder, num_processes: int, *, listeners: list | None = None, cpu
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if cpu:
         env.update({CPU_ENV: "1", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))})
-    with socket.socket() as sock:  # a free port: two runs (or a test) on one machine must not meet
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(port),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(free_port()),
            "train.py"]
     proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     timer = threading.Timer(timeout_s, proc.kill) if timeout_s else None
@@ -295,4 +297,4 @@ def run_launch(folder, num_processes: int, *, listeners: list | None = None, cpu
     return summary
 
 
-__all__ = ["CPU_ENV", "accelerate_yaml", "deepspeed_config", "run_launch", "write_launch"]
+__all__ = ["CPU_ENV", "accelerate_yaml", "deepspeed_config", "free_port", "run_launch", "write_launch"]

@@ -85,8 +85,8 @@ def _child(tmp_path, mode, model_dir, out, batch, nproc, **env):
 
 
 def _port() -> int:
-    from ftlab.distributed import _free_port
-    return _free_port()
+    from ftlab.launch_files import free_port
+    return free_port()
 
 
 def _reload_logits(model_dir, adapter, text="Subject line for an email about the quarterly report"):
