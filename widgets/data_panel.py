@@ -58,6 +58,7 @@ class DataPanel:
         self._tokens: list[tuple[list[int], int]] = []
         self.error: FtlabError | None = None
         self._quiet = False
+        self._listeners = []
         self.fields = self._make_fields(path, seq_len, seed, system_prompt, validation_fraction)
         self.upload = W.FileUpload(accept=",".join(TABLE_SUFFIXES), multiple=False, description="upload")
         self.upload.observe(lambda change: self._uploaded(change["new"]), names="value")
@@ -94,6 +95,10 @@ class DataPanel:
             "seed": W.IntText(value=seed, description="split seed", style=STYLE, layout=_wide()),
         }
 
+    def on_change(self, callback) -> None:
+        """callback(panel) after every change that left valid data (e.g. a set-up panel taking the file)."""
+        self._listeners.append(callback)
+
     def records(self) -> tuple[list[dict], list[dict]]:
         """(train_records, val_records) of the last valid data, in the shape ftlab.train.finetune takes."""
         if self._split is None:
@@ -127,6 +132,9 @@ class DataPanel:
         except Exception as e:  # any other failure also lands inline, never as a traceback
             self.error = DataError(f"{type(e).__name__}: {e}", field=name)
         self._show()
+        if self.error is None:
+            for callback in self._listeners:
+                callback(self)
 
     def _read_file(self) -> None:
         """Read the file in the path field; its columns replace the dropdowns' options, an obvious mapping chosen

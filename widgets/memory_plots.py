@@ -1,5 +1,6 @@
-"""Memory plots: the estimate's parts beside what was measured, and estimate vs measured over many runs.
-Both are plotly FigureWidgets updated in place."""
+"""Memory plots: the estimate's parts against the GPU's capacity (the set-up panel's bar), the estimate's parts
+beside what was measured, and estimate vs measured over many runs. All are plotly FigureWidgets updated in place;
+`figure()` gives each a static copy (what an HTML export shows)."""
 from __future__ import annotations
 
 import plotly.graph_objects as go
@@ -7,6 +8,41 @@ import plotly.graph_objects as go
 COLORS = {"weights": "#4c78a8", "adapters": "#72b7b2", "gradients": "#f58518", "optimizer": "#e45756",
           "gathered": "#8cd17d", "buckets": "#d4a6c8", "activations": "#54a24b", "logits": "#eeca3b",
           "autocast_cache": "#b279a2", "allocator": "#bab0ac", "paged_optimizer": "#ff9da6", "cuda_context": "#9d755d"}
+
+
+class CapacityBar:
+    """One horizontal bar, the estimate stacked by part, against a dashed line at the target's capacity: what a
+    set-up panel redraws on every change."""
+
+    def __init__(self):
+        self.widget = go.FigureWidget(layout=dict(barmode="stack", height=170, width=560, xaxis_title="GiB",
+                                                  margin=dict(l=10, r=10, t=40, b=40), showlegend=True,
+                                                  legend=dict(orientation="h", y=-0.6, font=dict(size=10)),
+                                                  yaxis=dict(showticklabels=False)))
+        for name, color in COLORS.items():
+            self.widget.add_bar(name=name, y=["estimate"], x=[0.0], orientation="h", marker_color=color)
+
+    def update(self, estimate, capacity_gib: float | None, label: str) -> None:
+        """estimate: a MemoryEstimate; capacity_gib: the GPU's memory (None: no line); label: what the capacity is
+        ("H100-80GB", "each A100-80GB")."""
+        parts = estimate.components
+        with self.widget.batch_update():
+            for trace in self.widget.data:
+                value = parts.get(trace.name, 0.0)
+                trace.x, trace.showlegend = [value], value >= 0.005
+            top = max(estimate.total_gib, capacity_gib or 0.0) * 1.08
+            self.widget.layout.xaxis.range = [0, top]
+            self.widget.layout.shapes = ([dict(type="line", x0=capacity_gib, x1=capacity_gib, y0=-0.5, y1=0.5,
+                                               line=dict(color="#b00020" if estimate.total_gib > capacity_gib
+                                                         else "#333", dash="dash", width=2))]
+                                         if capacity_gib else [])
+            fits = "" if not capacity_gib else (" fits" if estimate.total_gib <= capacity_gib else " does not fit")
+            self.widget.layout.title = dict(
+                text=f"{estimate.total_gib:.2f} GiB"
+                     + (f" of {capacity_gib:.0f} GiB ({label}):{fits}" if capacity_gib else ""), font=dict(size=13))
+
+    def figure(self) -> go.Figure:
+        return go.Figure(self.widget)
 
 
 class MemoryBars:

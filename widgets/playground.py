@@ -18,56 +18,13 @@ import ipywidgets as W
 import torch
 from IPython.display import display
 
-from ftlab.errors import ConfigError
-from ftlab.prompts import format_prompt
+from ftlab.errors import ConfigError, FtlabError
 from ftlab.records import check_tokenizer
+from ftlab.widgets.playground_inputs import _check_model, _check_others, _example, _is_peft
 
 MAX_NEW_TOKENS = 4096
 RED = "#b00020"
 STYLE = {"description_width": "110px"}
-
-
-def _is_peft(model) -> bool:
-    return callable(getattr(model, "disable_adapter", None)) and isinstance(getattr(model, "peft_config", None), dict)
-
-
-def _check_model(field: str, model):
-    if not isinstance(model, torch.nn.Module) or not callable(getattr(model, "generate", None)):
-        shown = model if model is None or isinstance(model, (str, int, float)) else f"a {type(model).__name__}"
-        raise ConfigError(field, shown, "a loaded causal LM with .generate, the model alone (model, tokenizer = "
-                                        "load_model(...); load_trained or apply_method gives the trained one)")
-    return model
-
-
-def _check_others(model, others) -> dict:
-    """{name: model, or the name of another adapter of `model`}; names other than base and trained."""
-    allowed = "a dict {name: model or the name of another adapter of model}, names other than base and trained"
-    if not isinstance(others, dict) or any(not isinstance(k, str) or k in ("base", "trained", "") for k in others):
-        raise ConfigError("others", others if isinstance(others, dict) else f"a {type(others).__name__}", allowed)
-    adapters = sorted(model.peft_config) if _is_peft(model) else []
-    for name, other in others.items():
-        if isinstance(other, str) and other not in adapters:
-            raise ConfigError(f"others[{name!r}]", other, "a model, or the name of one of model's adapters: "
-                              + (", ".join(adapters) if adapters else "none (model is not a peft model)"))
-        if not isinstance(other, str):
-            _check_model(f"others[{name!r}]", other)
-    return dict(others)
-
-
-def _example(i: int, item) -> tuple[str, str]:
-    """(system, prompt) of a string, task record, or record with 'prompt'/'messages' (turns before an answer)."""
-    if isinstance(item, dict) and isinstance(item.get("source"), str):
-        return "", format_prompt(item)
-    turns = item.get("prompt", item.get("messages")) if isinstance(item, dict) else item
-    said = {"user": turns} if isinstance(turns, str) else {}
-    for t in turns if isinstance(turns, list) else []:
-        if not isinstance(t, dict) or t.get("role") == "assistant":
-            break
-        said[t.get("role")] = t.get("content")
-    if isinstance(said.get("user"), str) and said["user"].strip():
-        return (said.get("system") if isinstance(said.get("system"), str) else ""), said["user"]
-    raise ConfigError(f"prompts[{i}]" if i >= 0 else "prompts", item, "a prompt string, a task record ({'source': "
-                      "...}), or a record whose 'prompt' or 'messages' holds a user turn (or a list of them)")
 
 
 def _number(value, kind):
@@ -101,10 +58,15 @@ def _adapter(model, name: str):
 
 
 class Playground:
-    def __init__(self, model, tokenizer, *, base=None, others=None, prompts=None, max_new_tokens=64, temperature=0.0):
+    def __init__(self, model, tokenizer, *, base=None, others=None, prompts=None, max_new_tokens=64, temperature=0.0,
+                 controls=None):
         """model: the trained model (a peft model, or any causal LM); base: the model before training, when it is
         not `model` with its adapter disabled (a full fine-tune); others: {name: model or adapter name of model};
-        prompts: examples offered in a dropdown (strings or records, e.g. the validation split)."""
+        prompts: examples offered in a dropdown (strings or records, e.g. the validation split); controls: the
+        notebook's RunControls, so that nothing is generated while its run changes the weights."""
+        if controls is not None and not hasattr(controls, "current"):
+            raise ConfigError("controls", controls, "a RunControls (ftlab.widgets.RunControls) or None")
+        self.controls = controls
         self.model, self.tokenizer = _check_model("model", model), check_tokenizer(tokenizer)
         self.base = None if base is None else _check_model("base", base)
         self.others = {} if others is None else _check_others(model, others)
@@ -216,6 +178,10 @@ class Playground:
     def _prepare(self):
         """(inputs, generation config, settings line) from valid fields, or None after showing what is wrong."""
         (prompt, system, temperature, tokens), errors = self._read()
+        run = getattr(self.controls, "current", None)
+        if run is not None and run.running:  # a Run trains these very weights: answers would be of no step at all
+            errors["model"] = FtlabError("a training run is changing these weights: press Stop above, or wait until "
+                                         "it has finished, then Generate again", field="model")
         try:
             text = None if errors else self._input_text(prompt, system)
         except ConfigError as e:
