@@ -154,7 +154,8 @@ def test_an_upload_is_read_like_a_path(tokenizer, tmp_path):
     body = "".join(json.dumps(r) + "\n" for r in pairs(6)).encode()
     panel.upload.value = ({"name": "mine.jsonl", "type": "", "size": len(body), "content": memoryview(body),
                            "last_modified": datetime.now(timezone.utc)},)
-    assert panel.fields["path"].value.endswith(".jsonl") and panel.error is None
+    assert panel.fields["path"].value.endswith("/mine.jsonl") and panel.error is None
+    assert "<b>mine.jsonl</b>: 6 examples" in panel.summary.value
     assert sum(map(len, panel.records())) == 6
 
 

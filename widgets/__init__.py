@@ -1,4 +1,5 @@
 """ftlab's notebook UI: views over ftlab's core (which never imports this package)."""
+from ftlab.widgets import figures
 from ftlab.widgets.panel import ConfigPanel
 from ftlab.widgets.data_panel import DataPanel
 from ftlab.widgets.memory_plots import EstimateScatter, MemoryBars
@@ -7,5 +8,5 @@ from ftlab.widgets.plots import (ComparisonPlot, LossPlot, MemoryPlot, MethodSca
                                  setup_notebook)
 from ftlab.widgets.run import NotFinished, RunControls
 
-__all__ = ["ComparisonPlot", "ConfigPanel", "DataPanel", "MethodScatter", "EstimateScatter", "MemoryBars", "LossPlot",
-           "MemoryPlot", "NotFinished", "Playground", "RunControls", "TrainingProgress", "setup_notebook"]
+__all__ = ["ComparisonPlot", "ConfigPanel", "DataPanel", "EstimateScatter", "LossPlot", "MemoryBars", "MemoryPlot",
+           "MethodScatter", "NotFinished", "Playground", "RunControls", "TrainingProgress", "figures", "setup_notebook"]

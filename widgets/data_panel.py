@@ -20,6 +20,7 @@ from ftlab.records import check_tokenizer
 from ftlab.user_data import (TABLE_SUFFIXES, guess_columns, length_report, read_table, split_records, to_records,
                              tokenized)
 from ftlab.widgets.data_view import counts_line, draw, histogram, new_figure, preview_html
+from ftlab.widgets.figures import view
 
 STYLE = {"description_width": "150px"}
 MODE_OPTIONS = [("prompt + completion", "pair"), ("chat (messages column)", "messages"),
@@ -69,7 +70,7 @@ class DataPanel:
         f = self.fields
         self.widget = W.VBox([W.HTML("<b>Your data</b>"), W.HBox([f["path"], self.upload]), self.found, f["mode"],
                               *(f[r] for r in ROLES), f["system_prompt"], f["seq_len"], f["validation_fraction"],
-                              f["seed"], self.message, self.summary, self.figure, self.preview])
+                              f["seed"], self.message, self.summary, view(self.figure), self.preview])
         if path is not None:
             self._changed("path")
         else:
@@ -108,14 +109,14 @@ class DataPanel:
         return list(train), list(val)
 
     def _uploaded(self, files) -> None:
-        """An uploaded file is written to a temporary file with its suffix, then read as a typed path is."""
+        """An uploaded file is written under its own name into a new temporary folder, then read as a typed path is
+        (the summary, the run's record and the model card then name the file the user chose)."""
         if not files:
             return
         f = files[0]
-        suffix = Path(f["name"]).suffix
-        with tempfile.NamedTemporaryFile(prefix="ftlab-upload-", suffix=suffix, delete=False) as out:
-            out.write(bytes(f["content"]))
-        self.fields["path"].value = out.name
+        out = Path(tempfile.mkdtemp(prefix="ftlab-upload-")) / (Path(f["name"]).name or "upload")
+        out.write_bytes(bytes(f["content"]))
+        self.fields["path"].value = str(out)
 
     def _changed(self, name: str) -> None:
         if self._quiet:

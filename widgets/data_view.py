@@ -7,6 +7,8 @@ import html
 import numpy as np
 import plotly.graph_objects as go
 
+from ftlab.widgets import figures  # new_figure, refresh
+
 LOSS = "background:#c8e6c9;color:#1b5e20;font-weight:bold"  # the tokens the loss is on
 CUT = "color:#9e9e9e;text-decoration:line-through"  # past seq_len: cut by the trainer
 BOX = "white-space:pre-wrap;font-family:monospace;font-size:12px;border:1px solid #ddd;padding:6px;margin:4px 0"
@@ -42,14 +44,15 @@ def histogram(lengths: list[int], bins: int = 30) -> tuple[np.ndarray, np.ndarra
     return counts, edges
 
 
-def new_figure() -> go.FigureWidget:
-    return go.FigureWidget(data=[go.Bar(x=[], y=[], marker_color="#5c6bc0", name="examples")],
-                           layout=dict(title="Tokens an example (prompt + completion, chat template applied)",
-                                       xaxis_title="tokens", yaxis_title="examples", height=300, bargap=0.05,
-                                       margin=dict(t=40, b=40, l=50, r=20)))
+def new_figure():
+    """The histogram's figure (a FigureWidget, or a go.Figure with static figures: ftlab.widgets.figures)."""
+    return figures.new_figure(go.Figure(
+        data=[go.Bar(x=[], y=[], marker_color="#5c6bc0", name="examples")],
+        layout=dict(title="Tokens an example (prompt + completion, chat template applied)", xaxis_title="tokens",
+                    yaxis_title="examples", height=300, bargap=0.05, margin=dict(t=40, b=40, l=50, r=20))))
 
 
-def draw(figure: go.FigureWidget, counts: np.ndarray, edges: np.ndarray, seq_len: int) -> None:
+def draw(figure, counts: np.ndarray, edges: np.ndarray, seq_len: int) -> None:
     """The bars in place, and seq_len as a dashed red line."""
     with figure.batch_update():
         bar = figure.data[0]
@@ -58,6 +61,7 @@ def draw(figure: go.FigureWidget, counts: np.ndarray, edges: np.ndarray, seq_len
                                      line=dict(color="#b00020", dash="dash"))]
         figure.layout.annotations = [dict(x=seq_len, yref="paper", y=1, text=f"seq_len={seq_len}",
                                           showarrow=False, xanchor="left", font=dict(color="#b00020"))]
+    figures.refresh(figure)
 
 
 def counts_line(report: dict, seq_len: int) -> str:

@@ -23,6 +23,8 @@ from plotly.subplots import make_subplots
 from transformers.utils import logging as hf_logging
 
 from ftlab.method_table import FAMILIES
+from ftlab.widgets import figures
+from ftlab.widgets.figures import new_figure, refresh, view
 
 
 class Throttle:
@@ -61,14 +63,18 @@ def on_colab() -> bool:
         return False
 
 
-def setup_notebook() -> None:
+def setup_notebook(static_figures: bool | None = None) -> None:
     """Plotly output that renders in JupyterLab and in nbconvert's HTML offline (plotly.js embedded), and
     no "Loading weights" progress bar from transformers each time a lab loads a model (a lab loads several;
     the bars filled the notebook with empty widgets). On Colab: third-party widgets (plotly 7's FigureWidget
     is an anywidget) render only after enable_custom_widget_manager(), which anywidget's own display would
-    call but plotly's replaces; and static figures need Colab's renderer."""
+    call but plotly's replaces; static figures need Colab's renderer; and a plotly widget inside an ipywidgets
+    box can still show a blank cell there, so plots are static figures redrawn after each update
+    (ftlab.widgets.figures). `static_figures`: True or False to choose that anywhere (None: on Colab only)."""
+    colab = on_colab()
+    figures.static_figures(colab if static_figures is None else static_figures)  # ConfigError for a non-bool
     pio.renderers.default = "plotly_mimetype+notebook"
-    if on_colab():
+    if colab:
         from google.colab import output  # lazy: exists only on Colab
         output.enable_custom_widget_manager()
         pio.renderers.default = "colab"
@@ -83,12 +89,13 @@ class LossPlot:
     """
 
     def __init__(self, title: str = "Training loss", min_interval_s: float = 0.5):
-        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="step", yaxis_title="loss",
-                                                  height=320, margin=dict(l=50, r=20, t=50, b=40)))
-        self.widget.add_scatter(x=[], y=[], mode="lines+markers", name="train")
-        self.widget.add_scatter(x=[], y=[], mode="lines+markers", name="validation")
+        self.fig = new_figure(title=title, xaxis_title="step", yaxis_title="loss",
+                              height=320, margin=dict(l=50, r=20, t=50, b=40))
+        self.fig.add_scatter(x=[], y=[], mode="lines+markers", name="train")
+        self.fig.add_scatter(x=[], y=[], mode="lines+markers", name="validation")
         self.steps, self.losses, self.eval_steps, self.eval_losses = [], [], [], []
         self.throttle = Throttle(min_interval_s)
+        self.widget = view(self.fig)  # what a box shows (ftlab.widgets.figures)
 
     def __call__(self, event: dict) -> None:
         kind = event.get("kind")
@@ -106,13 +113,14 @@ class LossPlot:
         self.redraw()
 
     def redraw(self) -> None:
-        with self.widget.batch_update():
-            self.widget.data[0].x, self.widget.data[0].y = _arrays(self.steps, self.losses)
-            self.widget.data[1].x, self.widget.data[1].y = _arrays(self.eval_steps, self.eval_losses)
+        with self.fig.batch_update():
+            self.fig.data[0].x, self.fig.data[0].y = _arrays(self.steps, self.losses)
+            self.fig.data[1].x, self.fig.data[1].y = _arrays(self.eval_steps, self.eval_losses)
+        refresh(self.fig)
 
     def figure(self) -> go.Figure:
         """A static copy (for exported HTML, where widget views don't render)."""
-        return go.Figure(self.widget)
+        return go.Figure(self.fig)
 
 
 class TrainingProgress:
@@ -153,16 +161,17 @@ class MemoryPlot:
     """
 
     def __init__(self, title: str = "Memory during training", min_interval_s: float = 0.5):
-        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="step", yaxis_title="GiB",
-                                                  height=300, margin=dict(l=50, r=20, t=50, b=40)))
-        self.widget.add_scatter(x=[], y=[], mode="lines+markers", name="in use")
-        self.widget.add_scatter(x=[], y=[], mode="lines", name="peak", line=dict(dash="dot"))
-        self.widget.add_scatter(x=[], y=[], mode="lines", name="estimate (peak allocated)",
-                                line=dict(dash="dash", color="#888"))
+        self.fig = new_figure(title=title, xaxis_title="step", yaxis_title="GiB",
+                              height=300, margin=dict(l=50, r=20, t=50, b=40))
+        self.fig.add_scatter(x=[], y=[], mode="lines+markers", name="in use")
+        self.fig.add_scatter(x=[], y=[], mode="lines", name="peak", line=dict(dash="dot"))
+        self.fig.add_scatter(x=[], y=[], mode="lines", name="estimate (peak allocated)",
+                             line=dict(dash="dash", color="#888"))
         self.steps, self.used, self.peak = [], [], []
         self.estimate_gib: float | None = None
         self.memory_kind: str | None = None
         self.throttle = Throttle(min_interval_s)
+        self.widget = view(self.fig)  # what a box shows (ftlab.widgets.figures)
 
     def reset(self) -> None:
         self.steps, self.used, self.peak = [], [], []
@@ -181,29 +190,31 @@ class MemoryPlot:
             self.peak.append(event.get("peak_memory_gib", event["memory_gib"]))
             if event.get("memory_kind") and event["memory_kind"] != self.memory_kind:  # a relayout: only on change
                 self.memory_kind = event["memory_kind"]
-                self.widget.layout.yaxis.title.text = f"GiB ({self.memory_kind})"
+                self.fig.layout.yaxis.title.text = f"GiB ({self.memory_kind})"
         self.throttle(self.redraw, force=kind in ("begin", "end"))
 
     def redraw(self) -> None:
-        with self.widget.batch_update():
-            self.widget.data[0].x, self.widget.data[0].y = _arrays(self.steps, self.used)
-            self.widget.data[1].x, self.widget.data[1].y = _arrays(self.steps, self.peak)
+        with self.fig.batch_update():
+            self.fig.data[0].x, self.fig.data[0].y = _arrays(self.steps, self.used)
+            self.fig.data[1].x, self.fig.data[1].y = _arrays(self.steps, self.peak)
             xs = [min(self.steps), max(self.steps)] if self.steps else [0, 1]
             e = self.estimate_gib
-            self.widget.data[2].x, self.widget.data[2].y = (xs, [e, e]) if e is not None else ([], [])
+            self.fig.data[2].x, self.fig.data[2].y = (xs, [e, e]) if e is not None else ([], [])
+        refresh(self.fig)
 
     def figure(self) -> go.Figure:
-        return go.Figure(self.widget)
+        return go.Figure(self.fig)
 
 
 class ComparisonPlot:
     """Training loss of several runs in one plot, one trace per event["method"]; a training listener."""
 
     def __init__(self, title: str = "Training loss", min_interval_s: float = 0.5):
-        self.widget = go.FigureWidget(layout=dict(title=title, xaxis_title="step", yaxis_title="loss", height=380,
-                                                  margin=dict(l=50, r=20, t=50, b=40)))
+        self.fig = new_figure(title=title, xaxis_title="step", yaxis_title="loss", height=380,
+                              margin=dict(l=50, r=20, t=50, b=40))
         self.series: dict[str, tuple[list, list]] = {}
         self.throttle = Throttle(min_interval_s)
+        self.widget = view(self.fig)  # what a box shows (ftlab.widgets.figures)
 
     def __call__(self, event: dict) -> None:
         if event.get("kind") == "step":
@@ -213,17 +224,18 @@ class ComparisonPlot:
         self.throttle(self.redraw, force=event.get("kind") == "end")
 
     def redraw(self) -> None:
-        with self.widget.batch_update():
-            names = [t.name for t in self.widget.data]
+        with self.fig.batch_update():
+            names = [t.name for t in self.fig.data]
             for name, (xs, ys) in self.series.items():
                 if name not in names:
-                    self.widget.add_scatter(x=[], y=[], mode="lines", name=name)
+                    self.fig.add_scatter(x=[], y=[], mode="lines", name=name)
                     names.append(name)
-                trace = self.widget.data[names.index(name)]
+                trace = self.fig.data[names.index(name)]
                 trace.x, trace.y = _arrays(xs, ys)
+        refresh(self.fig)
 
     def figure(self) -> go.Figure:
-        return go.Figure(self.widget)
+        return go.Figure(self.fig)
 
 
 # a colour per method family, in the order of ftlab.method_table.FAMILIES (the palette repeats past its end)
@@ -238,23 +250,24 @@ class MethodScatter:
         measured_gib and family columns (ftlab.compare.compare_methods' rows)."""
         fig = make_subplots(rows=1, cols=2, subplot_titles=("trainable parameters vs validation loss",
                                                             "time a step vs memory measured"))
-        self.widget = go.FigureWidget(fig)
+        self.fig = new_figure(fig)
         for family, color in FAMILY_COLORS.items():
             part = rows[rows["family"] == family]
             if part.empty:
                 continue
             common = dict(mode="markers+text", text=list(part.index), textposition="top center", name=family,
                           marker=dict(color=color, size=10), legendgroup=family)
-            self.widget.add_scatter(x=list(part["trainable_pct"]), y=list(part["val_loss_after"]), row=1, col=1,
-                                    **common)
-            self.widget.add_scatter(x=list(part["seconds_per_step"]), y=list(part["measured_gib"]), row=1, col=2,
-                                    showlegend=False, **common)
-        self.widget.update_xaxes(type="log", title_text="trainable parameters (%)", row=1, col=1)
-        self.widget.update_yaxes(title_text="validation loss after", row=1, col=1)
-        self.widget.update_xaxes(title_text="seconds a step", row=1, col=2)
+            self.fig.add_scatter(x=list(part["trainable_pct"]), y=list(part["val_loss_after"]), row=1, col=1,
+                                 **common)
+            self.fig.add_scatter(x=list(part["seconds_per_step"]), y=list(part["measured_gib"]), row=1, col=2,
+                                 showlegend=False, **common)
+        self.fig.update_xaxes(type="log", title_text="trainable parameters (%)", row=1, col=1)
+        self.fig.update_yaxes(title_text="validation loss after", row=1, col=1)
+        self.fig.update_xaxes(title_text="seconds a step", row=1, col=2)
         kind = rows["measured_kind"].iloc[0] if "measured_kind" in rows and len(rows) else "GiB"
-        self.widget.update_yaxes(title_text=f"GiB, {kind}", row=1, col=2)
-        self.widget.update_layout(height=420, margin=dict(l=50, r=20, t=60, b=40))
+        self.fig.update_yaxes(title_text=f"GiB, {kind}", row=1, col=2)
+        self.fig.update_layout(height=420, margin=dict(l=50, r=20, t=60, b=40))
+        self.widget = view(self.fig)  # what a box shows (ftlab.widgets.figures)
 
     def figure(self) -> go.Figure:
-        return go.Figure(self.widget)
+        return go.Figure(self.fig)
