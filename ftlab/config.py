@@ -7,6 +7,7 @@ whose message names the field, the bad value and what is allowed.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import os
 from dataclasses import asdict, dataclass, fields
 
@@ -15,6 +16,13 @@ from ftlab.choices import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS  # noq
 from ftlab.errors import ConfigError, check_bool, check_choice, check_int, check_number, check_strings, check_text
 from ftlab.gpus import GPUS
 from ftlab.method_table import METHODS
+
+# report_to: the trackers TRL's trainers may log to, chosen for working offline and in CI. name -> (the modules any
+# of which serves it, as transformers looks for them; what to pip install). TensorBoard's event files land beside
+# the run; trackio keeps its logs in a database under the Hugging Face cache and pulls in a web server, wandb and
+# mlflow want an account or a server. "none": no tracker (ftlab's own run.json is written either way).
+TRACKERS = {"tensorboard": (("tensorboard", "tensorboardX"), "tensorboard==2.21.0")}
+REPORT_TO = ("none", *TRACKERS)
 
 
 @dataclass
@@ -44,6 +52,7 @@ class TrainConfig:
     output_dir: str = "runs/quickstart"  # where the adapter, logs and results.json go
     gpu: str = "T4"                 # the GPU the memory estimate is checked against (ftlab.gpus.GPUS)
     trust_remote_code: bool = False  # run model code from the hub: only for models you trust
+    report_to: str = "none"         # "tensorboard": TRL logs each step to output_dir/runs/<date>_<host>/ (see TRACKERS)
 
     def __post_init__(self):
         self.validate()
@@ -91,6 +100,7 @@ class TrainConfig:
         self.gpu = check_choice("gpu", self.gpu, GPUS)
         self.eval_examples = check_int("eval_examples", self.eval_examples, 0, 100_000)
         self.seed = check_int("seed", self.seed, 0, 2**32 - 1)
+        self._check_report_to()
         for name in ("gradient_checkpointing", "trust_remote_code", "double_quant"):
             setattr(self, name, check_bool(name, getattr(self, name)))
         for name in ("model", "dataset", "output_dir"):
@@ -105,6 +115,18 @@ class TrainConfig:
             raise ConfigError("gradient_checkpointing", True, f"False with method={self.method!r}: "
                               f"{method.refuses_checkpointing}")
         return self
+
+    def _check_report_to(self) -> None:
+        """A tracker from REPORT_TO, and installed: the trainer would otherwise fail at its start, or (given
+        "all") log to whatever happens to be installed."""
+        if not (isinstance(self.report_to, str) and self.report_to in REPORT_TO):
+            raise ConfigError("report_to", self.report_to, f"one of {list(REPORT_TO)}: the trackers that work "
+                              "offline, TensorBoard's event files written under output_dir")
+        if self.report_to in TRACKERS:
+            modules, pip = TRACKERS[self.report_to]
+            if not any(importlib.util.find_spec(m) for m in modules):
+                raise ConfigError("report_to", self.report_to, f"'none' until its package is installed: "
+                                  f"pip install {pip}")
 
     @property
     def target_modules(self):

@@ -1,4 +1,5 @@
-"""Labs write results.json (numbers only, no secrets); tests read it back."""
+"""Labs write results.json (numbers only, no secrets); tests read it back. Every ftlab.train.finetune run also
+leaves run.json (run_record), one shape for all, which ftlab.run_table lists beside the labs' results.json."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,7 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 from ftlab.errors import ConfigError, DataError, check_text
@@ -71,6 +73,35 @@ def write_results(output_dir, results: dict, name: str = "results.json") -> Path
             os.remove(tmp)
         raise
     return path
+
+
+RUN_RECORD = "run.json"  # what every finetune run leaves in its output_dir (also after a Stop or a failure)
+RUN_RECORD_KIND = "ftlab run"  # its "record" field: how ftlab.run_table tells it from a lab's results.json
+
+
+def run_record(cfg, result, *, data: str, train_examples: int, eval_examples: int, trainable: int | None = None,
+               total: int | None = None, memory: dict | None = None, error: BaseException | None = None) -> dict:
+    """One run in flat fields a table reads as they are: what it was (model, method, data, the whole config),
+    what it did (steps, first/last training loss, validation loss before/after, seconds, tokens/s), how it ended
+    (status "finished", "stopped" or "failed", and why) and what it cost (trainable parameters; `memory`:
+    memory_estimated_gib/_kind and memory_measured_gib/_kind). `result`: the TrainResult as far as the run got;
+    `error`: the exception that ended it, if one did. A number not known (no validation data) is NaN here, null
+    in the file."""
+    stopped = bool(result.stopped or error is not None)
+    why = result.stop_reason or (f"{type(error).__name__}: {str(error)[:300]}" if error is not None else "")
+    return {"record": RUN_RECORD_KIND, "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "status": "failed" if error is not None else "stopped" if stopped else "finished",
+            "error": f"{type(error).__name__}: {str(error)[:1000]}" if error is not None else "",
+            "model": cfg.model, "method": cfg.method, "data": data, "train_examples": train_examples,
+            "eval_examples": eval_examples, "dropped_examples": result.dropped_examples,
+            "truncated_examples": result.truncated_examples, "steps": result.steps, "max_steps": cfg.max_steps,
+            "train_loss_first": result.first_loss, "train_loss_last": result.last_loss,
+            "eval_loss_before": result.eval_loss_before, "eval_loss_after": result.eval_loss_after,
+            "eval_accuracy_before": result.eval_accuracy_before, "eval_accuracy_after": result.eval_accuracy_after,
+            "seconds": result.seconds, "tokens": result.tokens, "tokens_per_s": result.tokens_per_s,
+            "stopped": stopped, "stop_reason": why, "trainable_parameters": trainable, "total_parameters": total,
+            **(memory or {}), "report_to": cfg.report_to, "saved_to": result.saved_to, "checkpoint": result.checkpoint,
+            "losses": result.losses, "eval_losses": result.eval_losses, "config": cfg.to_dict()}
 
 
 def read_results(output_dir, name: str = "results.json") -> dict:

@@ -12,19 +12,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import time
+import warnings
 
 import torch
 
 from ftlab import models
 from ftlab.checkpoints import CHECKPOINT, checkpoint_for, save_checkpoint
 from ftlab.config import TrainConfig
-from ftlab.distributed import save_on_main, shards_weights
-from ftlab.errors import CheckpointError, ConfigError, DataError, check_int, check_listeners
+from ftlab.distributed import rank, save_on_main, shards_weights
+from ftlab.errors import CheckpointError, ConfigError, DataError, FtlabError, check_int, check_listeners, check_text
 from ftlab.guard import GoodWeights, OutOfMemory, TrainingFailed, oom_message
-from ftlab.methods import apply_method, check_setup
+from ftlab.memory import estimate_memory
+from ftlab.methods import apply_method, check_setup, trainable_parameters
 from ftlab.records import check_sft_records
 from ftlab.report import ReportCallback, TrainResult
-from ftlab.results import check_output_dir
+from ftlab.results import RUN_RECORD, check_output_dir, run_record, write_results
 from ftlab.runner import TRAINING_THREAD, Run
 from ftlab.saved import check_applied
 from ftlab.trainer import OPTIM, build_trainer, release, stop_if_non_finite, train_guarded, trainer_args
@@ -149,16 +152,19 @@ def _account_for_truncation(trainer, result: TrainResult, n_train: int, n_eval: 
 def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = None, *, model=None, tokenizer=None,
              listeners: list | None = None, callback: ReportCallback | None = None, eval_steps: int | None = None,
              save: bool = True, eval_before: bool = True, apply: bool = True,
-             resume: bool = False, **sft_overrides) -> tuple[TrainResult, object]:
+             resume: bool = False, data_name: str | None = None, **sft_overrides) -> tuple[TrainResult, object]:
     """Everything a Run button does: load the base (unless given), apply cfg.method, train with SFTTrainer,
     and save what was trained (also after a Stop: the last completed step) to `output_dir/adapter`.
 
     apply=False: `model` was already prepared with ftlab.methods.apply_method. resume=True continues a
     stopped run from output_dir/checkpoint: step count, optimizer state and loss curve go on. Other keyword
     arguments go to the SFTConfig (e.g. completion_only_loss=False). Returns (TrainResult, model).
+    Once training starts, the run leaves `output_dir/run.json` (ftlab.results.run_record), also after a Stop
+    or a failure; data_name says what the records are there (default cfg.dataset: an embedded name or a file).
     """
     check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
                         sft_overrides=sft_overrides)
+    data_name = cfg.dataset if data_name is None else check_text("data_name", data_name)
     if model is not None:
         if isinstance(model, tuple):
             raise ConfigError("model", f"a tuple of {len(model)}", "the model alone: model, tokenizer = "
@@ -182,15 +188,63 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     else:  # prepared by the caller: it must be what cfg.method makes, or the save after training would refuse it
         check_applied(model, cfg)
     adapter_dir = os.path.join(cfg.output_dir, "adapter")
+    callback, peak, error, t0 = callback or ReportCallback(), _PeakMemory(), None, time.perf_counter()
     try:
-        result, _ = train_sft(model, tokenizer, train_records, cfg, eval_records=eval_records, listeners=listeners,
-                              callback=callback, eval_steps=eval_steps, eval_before=eval_before,
-                              resume_from=resume_from, **sft_overrides)
+        result, _ = train_sft(model, tokenizer, train_records, cfg, eval_records=eval_records,
+                              listeners=[*(listeners or []), peak], callback=callback, eval_steps=eval_steps,
+                              eval_before=eval_before, resume_from=resume_from, **sft_overrides)
+        if save:
+            result.saved_to = save_on_main(model, adapter_dir, cfg)  # several processes: gathered, one writes
     except TrainingFailed as e:  # out of memory, non-finite loss: the last good weights are in the model
+        error = e
         if save and e.result is not None:
             e.result.saved_to = save_on_main(model, adapter_dir, cfg)
             e.args = (f"{e.args[0]} The last good weights are saved in {e.result.saved_to}.",)
         raise
-    if save:
-        result.saved_to = save_on_main(model, adapter_dir, cfg)  # several processes: gathered, one writes
+    except BaseException as e:  # a Stop during the evaluation, a bug in a listener, ...: recorded, then raised
+        error = e
+        raise
+    finally:
+        _write_record(cfg, callback.result, model, peak, error, time.perf_counter() - t0, data=data_name,
+                      train_examples=len(train_records), eval_examples=len(eval_records or []))
     return result, model
+
+
+class _PeakMemory:
+    """A listener that keeps the highest memory the step events carry (ftlab.report.memory_now): on CUDA the
+    allocator's peak allocation (since the process started, or since a MemoryMonitor last reset it); on a CPU
+    the process's resident memory at each logged step (a peak between two logs goes unseen)."""
+
+    def __init__(self):
+        self.gib, self.kind = None, None
+
+    def __call__(self, event: dict) -> None:
+        gib = event.get("peak_memory_gib", event.get("memory_gib")) if event.get("kind") == "step" else None
+        if gib is not None and (self.gib is None or gib > self.gib):
+            self.gib = gib
+            self.kind = "GPU peak allocated" if "peak_memory_gib" in event else "CPU peak RSS"
+
+
+def _write_record(cfg, result: TrainResult, model, peak: _PeakMemory, error, wall_s: float, **facts) -> None:
+    """output_dir/run.json for this run (the first process alone writes it). A failure before the trainer's
+    end has no closed result: its steps are the last logged and its seconds the wall time. Writing it never
+    hides how the run ended: a record that cannot be written is a warning."""
+    if rank() != 0:
+        return
+    if error is not None and not result.seconds:
+        result.steps = result.steps or (result.losses[-1][0] if result.losses else 0)
+        result.seconds = wall_s
+    try:
+        est = estimate_memory(cfg)
+        estimated = {"memory_estimated_gib": est.peak_allocated_gib,
+                     "memory_estimated_kind": f"GPU peak allocated on {cfg.gpu} (estimate)"}
+    except Exception as e:  # a hub id offline, a model the calculator cannot read: the run is recorded all the same
+        estimated = {"memory_estimated_gib": None, "memory_estimated_kind": f"no estimate ({str(e)[:200]})"}
+    measured = {"memory_measured_gib": peak.gib, "memory_measured_kind": peak.kind or "not measured (no step logged)"}
+    try:
+        trainable, total = trainable_parameters(model)
+        record = run_record(cfg, result, trainable=trainable, total=total, memory={**estimated, **measured},
+                            error=error, **facts)
+        write_results(cfg.output_dir, record, RUN_RECORD)
+    except (FtlabError, OSError) as e:
+        warnings.warn(f"ftlab: {RUN_RECORD} could not be written to {cfg.output_dir!r}: {e}", stacklevel=3)

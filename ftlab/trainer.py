@@ -8,10 +8,13 @@ TRL is not imported here: each caller hands over the config and trainer classes 
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import datasets
 import torch
 from transformers import PrinterCallback
+from transformers.integrations import TensorBoardCallback
+from transformers.integrations.integration_utils import default_logdir
 
 from ftlab.guard import GoodWeights, NonFiniteLoss, free_memory
 from ftlab.report import ReportCallback, TrainResult
@@ -22,7 +25,8 @@ OPTIM = {"adamw": "adamw_torch", "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8b
 
 def trainer_args(config_class, cfg, *, eval_steps: int | None = None, **overrides):
     """A TRL config (SFTConfig, RewardConfig, DPOConfig, GRPOConfig, ...) from a TrainConfig: the precision
-    that suits the device, logging every step, no saving, the run's steps, batch, rate, optimizer and seeds."""
+    that suits the device, logging every step, no saving, the run's steps, batch, rate, optimizer and seeds, and
+    cfg.report_to's tracker (TRL's own: "tensorboard" writes event files to output_dir/runs/<date>_<host>/)."""
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()
     optim = OPTIM[cfg.optimizer]
@@ -33,7 +37,7 @@ def trainer_args(config_class, cfg, *, eval_steps: int | None = None, **override
               lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, cfg.max_steps // 10),
               activation_checkpointing=cfg.gradient_checkpointing, optim=optim, seed=cfg.seed, data_seed=cfg.seed,
               bf16=bf16, fp16=cuda and not bf16, use_cpu=not cuda, logging_steps=1, save_strategy="no",
-              report_to="none", disable_tqdm=True, include_num_input_tokens_seen="all",
+              report_to=cfg.report_to, disable_tqdm=True, include_num_input_tokens_seen="all",
               eval_strategy="steps" if eval_steps else "no", eval_steps=eval_steps, dataloader_num_workers=0,
               logging_nan_inf_filter=False)  # the default hides a nan loss from the logs: GoodWeights must see it
     if cfg.gradient_checkpointing:
@@ -49,9 +53,10 @@ def build_trainer(trainer_class, args, *, model, tokenizer, train_records: list[
                   callback: ReportCallback | None = None, extra_callbacks: list | None = None, **trainer_kwargs):
     """`trainer_class` (a TRL trainer) with `args` (trainer_args(...)), the records as datasets.Dataset (no eval
     dataset without eval_records) and ftlab's callbacks in place: the run's ReportCallback (`callback`, or a new
-    one for `listeners`; given both, the listeners hear the callback's run too) first, then `extra_callbacks`, and no PrinterCallback (our listeners report; the default
-    printer would print each step's log dict). Other keyword arguments go to the trainer (peft_config,
-    reward_funcs, teacher_model, ...). Returns (trainer, the ReportCallback)."""
+    one for `listeners`; given both, the listeners hear the callback's run too) first, then `extra_callbacks`,
+    and no PrinterCallback (our listeners report; the default printer would print each step's log dict). Other
+    keyword arguments go to the trainer (peft_config, reward_funcs, teacher_model, ...). Returns (trainer, the
+    ReportCallback)."""
     datasets.disable_progress_bars()  # the trainer tokenizes with map(): in a notebook each would add a progress bar
     cb = callback or ReportCallback(listeners)
     if listeners and callback is not None:  # a Run's callback: these listeners hear the run too
@@ -61,7 +66,17 @@ def build_trainer(trainer_class, args, *, model, tokenizer, train_records: list[
                             eval_dataset=datasets.Dataset.from_list(list(eval_records)) if eval_records else None,
                             callbacks=[cb, *(extra_callbacks or [])], **trainer_kwargs)
     trainer.remove_callback(PrinterCallback)
+    _log_beside_the_run(trainer)
     return trainer, cb
+
+
+def _log_beside_the_run(trainer) -> None:
+    """report_to="tensorboard": the event files go to output_dir/runs/<date>_<host>/ from the first log on.
+    transformers' TensorBoardCallback learns its folder only when training begins; a log before that (ftlab's
+    validation loss at step 0) would open a writer in the current folder's runs/ (SummaryWriter's default)."""
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = os.path.join(trainer.args.output_dir, default_logdir())
 
 
 def train_guarded(trainer, cfg, result: TrainResult | None = None) -> None:

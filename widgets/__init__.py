@@ -7,6 +7,8 @@ from ftlab.widgets.playground import Playground
 from ftlab.widgets.plots import (ComparisonPlot, LossPlot, MemoryPlot, MethodScatter, TrainingProgress,
                                  setup_notebook)
 from ftlab.widgets.run import NotFinished, RunControls
+from ftlab.widgets.run_table_view import runs_figure
 
 __all__ = ["ComparisonPlot", "ConfigPanel", "DataPanel", "EstimateScatter", "LossPlot", "MemoryBars", "MemoryPlot",
-           "MethodScatter", "NotFinished", "Playground", "RunControls", "TrainingProgress", "figures", "setup_notebook"]
+           "MethodScatter", "NotFinished", "Playground", "RunControls", "TrainingProgress", "figures", "runs_figure",
+           "setup_notebook"]
