@@ -11,7 +11,7 @@ import tempfile
 
 from ftlab.errors import ConfigError, DataError, check_int, check_number
 from ftlab.errors import short as _short
-from ftlab.records import file_path, read_json, read_jsonl
+from ftlab.records import check_tokenizer, file_path, read_json, read_jsonl
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 MODES = ("pair", "messages", "text")  # prompt + completion columns, a chat column, a plain-text column
@@ -214,3 +214,20 @@ def split_records(records: list, fraction: float, seed: int) -> tuple[list, list
                         field="validation_fraction")
     val = set(order[:held])
     return ([r for i, r in enumerate(records) if i not in val], [r for i, r in enumerate(records) if i in val])
+
+
+def held_out_pairs(tokenizer, records: list[dict], n: int) -> tuple[list[str], list[str], list[str]]:
+    """(prompts for generation, reference answers, the user turns) of the first `n` prompt/completion records (what
+    DataPanel.records() gives): each prompt is the chat template over the record's turns with the assistant's
+    opened, as the trained model is asked. Plain-text records have no answer to score: DataError."""
+    check_tokenizer(tokenizer)
+    n = check_int("n", n, 1)
+    if not isinstance(records, list) or not records:
+        raise DataError(f"records: a non-empty list of prompt/completion records is needed, not {_short(records)}",
+                        field="records")
+    if any(not isinstance(r, dict) or "prompt" not in r or "completion" not in r for r in records):
+        raise DataError("the examples are plain text (language modelling): there is no prompt to answer, so no "
+                        "answer to score; map a prompt and a completion column to score answers", field="mode")
+    chosen = records[:n]
+    prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True) for r in chosen]
+    return prompts, [r["completion"][-1]["content"] for r in chosen], [r["prompt"][-1]["content"] for r in chosen]

@@ -1,11 +1,14 @@
 """The quickstart in a real browser: JupyterLab on 127.0.0.1, headless Chromium driven by Playwright.
 
-Opens the quickstart with the CI parameters (interactive left on), runs all cells, and checks what a
-person would see: the panel renders, moving the rank slider changes the estimate, Run trains and
-points appear on the loss plot, Stop stops. Screenshots go to outputs/browser/ (kept by CI as
+Opens the quickstart with the CI parameters (interactive left on) and does what a person would: runs the
+panel's cell, sees the panel and its memory bar, moves the rank slider (the estimate changes), uploads a
+small JSONL of their own in the data tab, runs the rest; Run trains on that file and points appear on the loss
+plot; Stop stops; a shorter run is set in the training tab and finishes; the cells after it score and save it,
+and the playground answers a typed question with the model before and after training, side by side. Screenshots go to outputs/browser/ (kept by CI as
 artifacts). Needs Debian's chromium (`.ci/run` installs it); skipped where it is missing unless
 FTLAB_REQUIRE_BROWSER=1 (set by `.ci/run`), which turns the skip into a failure.
 """
+import json
 import os
 import re
 import shutil
@@ -81,11 +84,29 @@ def lab(tmp_path):
         log.close()
 
 
+def run_from(page, text: str, command: str) -> None:
+    """Make the first cell whose source holds `text` the active one, then run a notebook command
+    (notebook:run-all-above, notebook:run-all-below) as the Run menu does."""
+    index = page.evaluate("""text => {
+        const nb = window.jupyterapp.shell.currentWidget.content;
+        const i = nb.widgets.findIndex(c => c.model.sharedModel.getSource().includes(text));
+        nb.activeCellIndex = i;
+        return i;
+    }""", text)
+    assert index >= 0, f"no cell holds {text!r}"
+    page.evaluate("command => window.jupyterapp.commands.execute(command)", command)
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 def test_quickstart_in_jupyterlab(lab):
     from playwright.sync_api import expect, sync_playwright
     url, tmp = lab
+    from ftlab.data import load_records
+    mine = tmp / "upload" / "mine.jsonl"  # a person's own 60 pairs (real WordNet glosses), uploaded in the data tab
+    mine.parent.mkdir()
+    mine.write_text("".join(json.dumps({"prompt": r["source"], "completion": r["target"]}) + "\n"
+                            for r in load_records("definitions", "train", n=60, seed=5)))
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -99,16 +120,18 @@ def test_quickstart_in_jupyterlab(lab):
             # wait for the kernel, then run every cell as a person would from the Run menu
             page.wait_for_function("document.querySelector('.jp-Notebook') !== null", timeout=60_000)
             time.sleep(2)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            run_from(page, "Change anything in the panel", "notebook:run-all-above")  # the cells up to the panel
 
             panel = page.locator(".widget-vbox", has_text="Fine-tuning set-up").first
             expect(panel).to_be_visible(timeout=180_000)
             readout = page.locator(".widget-html", has_text="Estimated GPU memory").first
             expect(readout).to_be_visible(timeout=60_000)
+            expect(panel.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)  # the bar against the GPU
             before = readout.inner_text()
             panel.screenshot(path=str(SHOTS / "1-panel.png"))
 
-            # move the rank slider with the keyboard (noUiSlider handles take arrow keys), as a drag would
+            # move the rank slider (method tab) with the keyboard (noUiSlider handles take arrow keys), as a drag would
+            panel.locator(".lm-TabBar-tab", has_text="method").first.click()
             slider = page.locator(".widget-slider", has_text="LoRA rank r").first
             slider.locator(".noUi-handle").first.focus()
             page.keyboard.press("ArrowRight")
@@ -118,10 +141,19 @@ def test_quickstart_in_jupyterlab(lab):
             assert re.search(r"\d+\.\d\d GiB", after) and after != before
             panel.screenshot(path=str(SHOTS / "2-rank-moved.png"))
 
-            # the training cell shows Run and Stop; run-all stops at the cell after it (no result yet)
+            # the data tab: upload a file of one's own; the panel reads it and it becomes the dataset
+            panel.locator(".lm-TabBar-tab", has_text="data").first.click()
+            panel.locator(".widget-upload input[type=file]").set_input_files(str(mine))
+            expect(panel.get_by_text("mine.jsonl: 60 examples → 54 train, 6 validation")).to_be_visible(timeout=60_000)
+            panel.screenshot(path=str(SHOTS / "3-data.png"))
+
+            run_from(page, "Change anything in the panel", "notebook:run-all-below")  # the rest, as Run all would
+            # the training cell shows Run and Stop; the run stops at the cell after it (no result yet)
             run = page.locator(".widget-button", has_text="Run").first
             expect(run).to_be_visible(timeout=300_000)
             expect(page.get_by_text("No run yet: press Run above")).to_be_visible(timeout=60_000)
+            # cell 5 took the uploaded file
+            expect(page.get_by_text(re.compile(r"mine\.jsonl: 54 training, 6 validation, 6 scored"))).to_be_visible()
             run.scroll_into_view_if_needed()
             run.click()
             loss_plot = page.locator(".js-plotly-plot", has_text="Training loss").first
@@ -129,7 +161,7 @@ def test_quickstart_in_jupyterlab(lab):
             page.wait_for_function("el => el.data && el.data[0].x && el.data[0].x.length >= 1",
                                    arg=loss_plot.element_handle(), timeout=300_000)
             assert loss_plot.locator(".scatterlayer .trace path.point").count() >= 2  # validation at 0, step 1
-            page.screenshot(path=str(SHOTS / "3-training.png"), full_page=False)
+            page.screenshot(path=str(SHOTS / "4-training.png"), full_page=False)
 
             stop = page.locator(".widget-button", has_text="Stop").first
             stop.click()
@@ -138,8 +170,33 @@ def test_quickstart_in_jupyterlab(lab):
             text = status.inner_text()
             step = int(re.search(r"stopped at step (\d+)", text).group(1))
             assert 1 <= step < 20, text  # stopped well before the 20 CI steps
-            page.screenshot(path=str(SHOTS / "4-stopped.png"), full_page=False)
+            page.screenshot(path=str(SHOTS / "5-stopped.png"), full_page=False)
             assert (tmp / "run" / "adapter" / "adapter_model.safetensors").exists()  # the last step was saved
+
+            # a shorter run, set in the training tab, to the end; then the cells below it
+            panel.scroll_into_view_if_needed()
+            panel.locator(".lm-TabBar-tab", has_text="training").first.click()
+            steps = panel.locator(".widget-inline-hbox", has_text="steps").locator("input").first
+            steps.fill("10")
+            steps.press("Enter")
+            run.scroll_into_view_if_needed()
+            run.click()
+            expect(page.locator(".widget-html", has_text="done: 10 steps").first).to_be_visible(timeout=400_000)
+            run_from(page, "controls.require_result()", "notebook:run-all-below")
+
+            # the playground: a typed question, the model before and after training side by side
+            play = page.locator(".widget-vbox", has_text="Playground").last
+            generate = play.locator(".widget-button", has_text="Generate")
+            expect(generate).to_be_visible(timeout=300_000)
+            play.locator("textarea").first.fill('Define the noun "lantern".')
+            generate.click()
+            expect(play.locator(".widget-html", has_text="done in").first).to_be_visible(timeout=120_000)
+            answers = {name: play.locator(".widget-html", has_text=re.compile(rf"^{name}\b")).first
+                       .locator("pre").inner_text() for name in ("base", "trained")}
+            assert all(a.strip() for a in answers.values()), answers
+            play.screenshot(path=str(SHOTS / "6-playground.png"))
+            results = json.loads((tmp / "run" / "results.json").read_text())
+            assert results["data"]["own_file"] and results["data"]["train"] == 54 and results["train"]["steps"] == 10
         except Exception:
             page.screenshot(path=str(SHOTS / "failure.png"), full_page=False)
             raise

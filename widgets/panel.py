@@ -22,7 +22,7 @@ from pathlib import Path
 import ipywidgets as W
 from IPython.display import display
 
-from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, TARGET_SHORTCUTS, ConfigError, TrainConfig
+from ftlab.config import BITS, OPTIMIZERS, QUANT_TYPES, REPORT_TO, TARGET_SHORTCUTS, ConfigError, TrainConfig
 from ftlab.catalog import DATASETS, load_records
 from ftlab.data import sft_data
 from ftlab.errors import DataError, FtlabError
@@ -44,7 +44,7 @@ GROUPS = {"model": ("model", "bits", "quant_type", "double_quant", "trust_remote
                      "top_k_layers"),
           "data": ("dataset",),
           "training": ("batch_size", "seq_len", "max_steps", "learning_rate", "gradient_checkpointing", "optimizer",
-                       "output_dir"),
+                       "output_dir", "report_to"),
           "hardware": ("gpu",)}  # and the hardware fields (widgets.hardware)
 SFT_DATASETS = [name for name in DATASETS if name != "preferences"]  # preference pairs train no SFT run
 
@@ -167,6 +167,9 @@ class ConfigPanel:
             "gpu": W.Dropdown(value=c.gpu, options=list(GPUS), description="GPU type", style=style, layout=wide()),
             "output_dir": W.Text(value=Path(c.output_dir).name, description="run folder", style=style, layout=wide(),
                                  tooltip=f"a folder name inside {self.output_root}/"),
+            "report_to": W.Dropdown(value=c.report_to, options=list(REPORT_TO), description="log to", style=style,
+                                    layout=wide(), tooltip="tensorboard: TRL also logs each step under the run folder's "
+                                                           "runs/"),
             "trust_remote_code": W.Checkbox(value=c.trust_remote_code, indent=False, style=style,
                                             layout=W.Layout(width="560px"),  # its description in full
                                             description="trust remote code (off: model code from the hub is never "
