@@ -22,6 +22,7 @@ The estimate runs in steps: the set-up (ftlab.memory_setup.Setup), the static by
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 
 from ftlab.config import TrainConfig
@@ -29,6 +30,7 @@ from ftlab.errors import ConfigError, check_choice
 from ftlab.gpus import GPUS, Fit
 from ftlab.layout import LAYOUT_DEFAULTS, Layout
 from ftlab.memory_calibration import CALIBRATION as K
+from ftlab.memory_cpu import estimate_cpu
 from ftlab.memory_setup import DEFAULTS, Setup, as_arch, check_keywords, row, setup_arguments, setup_for
 from ftlab.memory_sharding import per_gpu
 
@@ -59,33 +61,37 @@ def estimate_memory(model, method: str = "lora", bits: int | None = None, lora_r
                     gradient_checkpointing: bool = False, optimizer: str = "adamw", gpu: str | None = None,
                     trainer: str = "trl", adapter_size: int = 64, top_k_layers: int = 2, num_gpus: int = 1,
                     strategy: str = "ddp", offload_optimizer: bool = False, offload_params: bool = False,
-                    num_machines: int = 1, **unknown) -> MemoryEstimate:
+                    num_machines: int = 1, device: str = "cuda", **unknown) -> MemoryEstimate:
     """Estimate device memory of one set-up (see module doc), per GPU. `model`: preset, hub id, folder or
     config, or a TrainConfig (its fields are the set-up and its gpu the target; then only `trainer` and the
     layout below may be given). `bits`: the base weights' storage; by default what the method needs (4 for
     qlora), else 16. Several GPUs (ftlab.layout, ftlab.memory_sharding): `num_gpus` on each of `num_machines`,
     `strategy` one of ddp, zero1, zero2, zero3, fsdp, fsdp_grad_op, and what ZeRO/FSDP offload to the CPU;
-    `batch_size` is then per GPU and the result's `cpu_gib` what a machine's CPU memory holds."""
+    `batch_size` is then per GPU and the result's `cpu_gib` what a machine's CPU memory holds. `device="cpu"`: the
+    peak resident memory of a process that trains on the CPU instead (ftlab.memory_cpu), also beside a TrainConfig."""
     layout = dict(num_gpus=num_gpus, strategy=strategy, offload_optimizer=offload_optimizer,
                   offload_params=offload_params, num_machines=num_machines)
     if isinstance(model, TrainConfig):
         given = {k: v for k, v in locals().items()
-                 if k in DEFAULTS and k not in ("trainer", *LAYOUT_DEFAULTS) and v != DEFAULTS[k]}
+                 if k in DEFAULTS and k not in ("trainer", "device", *LAYOUT_DEFAULTS) and v != DEFAULTS[k]}
         if given or unknown:
             name = next(iter({**given, **unknown}))
             raise ConfigError(name, {**given, **unknown}[name], "left out with a TrainConfig: the config holds the "
-                              "set-up (estimate_memory(cfg), or change the config's field); only trainer and the "
-                              f"GPUs' layout {list(LAYOUT_DEFAULTS)} may be given beside it")
-        return estimate(setup_for(model, trainer=trainer, **layout))
+                              "set-up (estimate_memory(cfg), or change the config's field); only trainer, device and "
+                              f"the GPUs' layout {list(LAYOUT_DEFAULTS)} may be given beside it")
+        return estimate(setup_for(model, trainer=trainer, device=device, **layout))
     check_keywords(unknown)
     return estimate(Setup.build(model, method=method, bits=bits, lora_r=lora_r, lora_targets=lora_targets,
                                 num_virtual_tokens=num_virtual_tokens, batch_size=batch_size, seq_len=seq_len,
                                 gradient_checkpointing=gradient_checkpointing, optimizer=optimizer, gpu=gpu,
-                                trainer=trainer, adapter_size=adapter_size, top_k_layers=top_k_layers, **layout))
+                                trainer=trainer, adapter_size=adapter_size, top_k_layers=top_k_layers, device=device,
+                                **layout))
 
 
 def estimate(s: Setup) -> MemoryEstimate:
-    """The estimate of a checked set-up, step by step."""
+    """The estimate of a checked set-up, step by step (on a CPU: ftlab.memory_cpu's)."""
+    if s.device == "cpu":
+        return estimate_cpu(s, sys.modules[__name__])
     c, static = _static(s)
     cache = static - (c["weights"] + c["adapters"] + c["optimizer"])
     c, offloaded = per_gpu(s, c, weights_bytes(s.arch, s.bits if s.bits in (8, 4) else 16, False),

@@ -20,7 +20,8 @@ from ftlab.shapes import Stream
 # The arguments a Setup is built from (estimate_memory's, max_batch_size's, max_seq_len's), with their defaults.
 DEFAULTS = dict(method=LORA.name, bits=None, lora_r=16, lora_targets="all-linear", num_virtual_tokens=20, batch_size=4,
                 seq_len=512, gradient_checkpointing=False, optimizer="adamw", gpu=None, trainer="trl",
-                adapter_size=64, top_k_layers=2, **LAYOUT_DEFAULTS)
+                adapter_size=64, top_k_layers=2, device="cuda", **LAYOUT_DEFAULTS)
+DEVICES = ("cuda", "cpu")  # cuda: device memory per GPU; cpu: the process's peak resident memory (ftlab.memory_cpu)
 
 # Architectures the calculator must not take for a decoder: an encoder has no causal LM head and attends both
 # ways; an encoder-decoder has two stacks. Estimating them with the decoder formula would give a wrong number.
@@ -46,6 +47,7 @@ class Setup:
     trainer: str
     mods: list = field(default_factory=list)   # the LoRA-style targets, resolved against the architecture
     layout: Layout = Layout()                  # GPUs, machines and strategy (ftlab.layout): the estimate is per GPU
+    device: str = "cuda"                       # "cpu": fp32 weights and compute, no autocast (ftlab.trainer_args)
 
     @property
     def train(self) -> bool:
@@ -57,6 +59,8 @@ class Setup:
 
     @property
     def stream(self) -> Stream:      # TRL trains under bf16 autocast; bits=32 means mixed precision
+        if self.device == "cpu":     # no bf16/fp16 on a CPU (trainer_args): fp32 everywhere, no autocast
+            return Stream(autocast=False, fp32_stream=True)
         # DeepSpeed casts fp32 weights to bf16 and FSDP computes in bf16: a 32-bit base streams bf16 under them
         fp32 = self.bits == 32 and self.layout.strategy == "ddp"
         return Stream(autocast=self.trainer == "trl" or self.bits == 32, fp32_stream=self.kbit or fp32)
@@ -90,13 +94,15 @@ class Setup:
         gpu = None if a["gpu"] is None else check_choice("gpu", a["gpu"], GPUS)
         targets = a["lora_targets"] if isinstance(a["lora_targets"], str) else check_strings("lora_targets",
                                                                                                a["lora_targets"])
+        device = check_choice("device", a["device"], DEVICES)
         layout = Layout.build(**{k: a[k] for k in LAYOUT_DEFAULTS}, bits=bits, optimizer=optimizer)
-        if method is INFERENCE and layout != Layout():
+        if (method is INFERENCE or device == "cpu") and layout != Layout():
             name = next(k for k in LAYOUT_DEFAULTS if a[k] != LAYOUT_DEFAULTS[k])
-            raise ConfigError(name, a[name], f"{LAYOUT_DEFAULTS[name]!r} with method='inference': the calculator "
-                              "spreads training over several GPUs, not serving")
+            why = ("device='cpu': the CPU estimate is one process on one machine" if device == "cpu" else
+                   "method='inference': the calculator spreads training over several GPUs, not serving")
+            raise ConfigError(name, a[name], f"{LAYOUT_DEFAULTS[name]!r} with {why}")
         setup = cls(arch=None, method=method, bits=bits, lora_targets=targets, gradient_checkpointing=checkpointing,
-                    optimizer=optimizer, gpu=gpu, trainer=trainer, layout=layout, **sizes)
+                    optimizer=optimizer, gpu=gpu, trainer=trainer, layout=layout, device=device, **sizes)
         if model is None or isinstance(model, (int, float, bool, list, tuple)):
             raise ConfigError("model", model, "a preset name, hub id, local folder or a transformers config")
         if isinstance(model, str):
@@ -121,11 +127,11 @@ def row(method) -> Method:
     return INFERENCE if name == INFERENCE.name else METHODS[name]
 
 
-def setup_for(cfg: TrainConfig, trainer: str = "trl", **layout) -> Setup:
+def setup_for(cfg: TrainConfig, trainer: str = "trl", device: str = "cuda", **layout) -> Setup:
     """The calculator's set-up for a TrainConfig (validated again: a field may have changed after creation), on
-    the GPUs `layout` gives (num_gpus, strategy, ...: ftlab.layout; one GPU by default)."""
+    the GPUs `layout` gives (num_gpus, strategy, ...: ftlab.layout; one GPU by default) or on the CPU."""
     cfg.validate()
-    return Setup.build(cfg.model, **setup_arguments(cfg), trainer=trainer, **layout)
+    return Setup.build(cfg.model, **setup_arguments(cfg), trainer=trainer, device=device, **layout)
 
 
 def setup_arguments(cfg: TrainConfig) -> dict:

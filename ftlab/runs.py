@@ -10,8 +10,10 @@ panel_trainer: the train(cfg, callback) function ftlab.widgets.RunControls calls
 """
 from __future__ import annotations
 
+import ctypes
 import gc
 import time
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -105,6 +107,7 @@ def run_and_measure(c, train_records, val_records=None, test_records=None, *, li
                     "eval_before": eval_before, "score_before": score_before, "details": details})
     label = label or c.method
     t0 = time.perf_counter()
+    release_freed_memory()  # on a CPU: this run's RSS starts from what is alive, not from what earlier runs freed
     monitor = MemoryMonitor().start()
     model, tok = load_for(c)
     monitor.mark("after_load")
@@ -126,7 +129,8 @@ def run_and_measure(c, train_records, val_records=None, test_records=None, *, li
             model.merge_adapter()  # the same function as merge_and_unload, checked in lab 04
         predictions = _answers(model, tok, test_records, o)
     t_scored = time.perf_counter()
-    row = _row(c, result, report, n_train, n_total, callback.optimizer_bytes)
+    longest = longest_tokens(tok, train_records, c.seq_len)
+    row = _row(c, result, report, n_train, n_total, callback.optimizer_bytes, longest)
     if test_records:
         refs = [r["target"] for r in test_records]
         row.update(rougeL=rouge(predictions, refs)["rougeL"], example=predictions[0] if predictions else "")
@@ -141,20 +145,46 @@ def run_and_measure(c, train_records, val_records=None, test_records=None, *, li
         row.update(train=result.summary(), memory=report, model_info=info, total_parameters=n_total,
                    predictions=predictions or [], predictions_before=before or [])
     del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_freed_memory()
     return row
 
 
-def _row(c, result, report: dict, n_train: int, n_total: int, optimizer_bytes: int | None) -> dict:
-    est = estimate_memory(c)
-    k = max(1, len(result.losses) // 4)
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed memory back: CUDA's cached blocks, and on a CPU with glibc the free pages
+    its heap keeps for reuse (malloc_trim). Without it a run measured after another starts from the earlier run's
+    leftovers: in lab 07 on a CPU, ~2 GiB that full fine-tuning freed stayed resident through every later method,
+    and each of those measured only what it added beyond that."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back this way
+        pass
+
+
+def longest_tokens(tokenizer, records, seq_len: int) -> int:
+    """Tokens of the longest training example as the trainer sees it (chat template applied, cut at seq_len):
+    TRL pads each batch to its longest, so the step with the longest example is the largest."""
+    lengths = [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)
+                   ["input_ids"]) for r in records]
+    return min(max(lengths, default=seq_len), seq_len)
+
+
+def _row(c, result, report: dict, n_train: int, n_total: int, optimizer_bytes: int | None, longest: int) -> dict:
     cuda = report["device"] == "cuda"
-    return {"bits": c.effective_bits, "trainable": n_train, "trainable_pct": 100 * n_train / n_total,
-            "estimated_gib": est.total_gib, "estimated_peak_allocated_gib": est.peak_allocated_gib,
-            "measured_gib": report["peak_allocated_gib"] if cuda else report["peak_rss_gib"],
-            "measured_kind": "peak allocated (CUDA)" if cuda else "peak RSS of the process (CPU)",
+    # the same kind of quantity on both sides: GPU memory on CUDA; on a CPU the process's peak RSS (its run part,
+    # estimated_peak_allocated_gib there, beside measured_increase_gib) at the longest example's length, which
+    # sets the largest step (short examples fill far less than seq_len)
+    est = estimate_memory(c) if cuda else estimate_memory(replace(c, seq_len=longest), device="cpu")
+    k = max(1, len(result.losses) // 4)
+    memory = {"estimated_gib": est.total_gib, "estimated_peak_allocated_gib": est.peak_allocated_gib,
+              "measured_gib": report["peak_allocated_gib"] if cuda else report["peak_rss_gib"],
+              "measured_kind": "peak allocated (CUDA)" if cuda else "peak RSS of the process (CPU)"}
+    if not cuda:  # what the run added over the RSS at its start (earlier runs' freed memory may be reused)
+        memory["measured_increase_gib"] = report["peak_rss_over_baseline_gib"]
+    return {"bits": c.effective_bits, "trainable": n_train, "trainable_pct": 100 * n_train / n_total, **memory,
             "seconds_per_step": result.seconds / max(result.steps, 1),
             "train_loss_first": sum(loss for _, loss in result.losses[:k]) / k,
             "train_loss_last": sum(loss for _, loss in result.losses[-k:]) / k,

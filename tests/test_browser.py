@@ -3,9 +3,8 @@
 Opens the quickstart with the CI parameters (interactive left on) and does what a person would: runs the
 panel's cell, sees the panel and its memory bar, moves the rank slider (the estimate changes), uploads a
 small JSONL of their own in the data tab, runs the rest; Run trains on that file and points appear on the loss
-plot; Stop stops; a shorter run is set in the training tab and finishes; the cells after it score and save it,
-and the playground answers a typed question with the model before and after training, side by side. Screenshots go to outputs/browser/ (kept by CI as
-artifacts). Needs Debian's chromium (`.ci/run` installs it); skipped where it is missing unless
+plot; Stop stops; a shorter run is set in the training tab and trains to its end on that file.
+Screenshots go to outputs/browser/ (kept by CI as artifacts). Needs Debian's chromium (`.ci/run` installs it); skipped where it is missing unless
 FTLAB_REQUIRE_BROWSER=1 (set by `.ci/run`), which turns the skip into a failure.
 """
 import json
@@ -120,30 +119,41 @@ def test_quickstart_in_jupyterlab(lab):
             # wait for the kernel, then run every cell as a person would from the Run menu
             page.wait_for_function("document.querySelector('.jp-Notebook') !== null", timeout=60_000)
             time.sleep(2)
+            page.wait_for_function("""() => {  // a command sent before the kernel is up runs nothing
+                const k = window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel;
+                return k && k.status === 'idle';
+            }""", timeout=120_000)
             run_from(page, "Change anything in the panel", "notebook:run-all-above")  # the cells up to the panel
 
             panel = page.locator(".widget-vbox", has_text="Fine-tuning set-up").first
             expect(panel).to_be_visible(timeout=180_000)
             readout = page.locator(".widget-html", has_text="Estimated GPU memory").first
             expect(readout).to_be_visible(timeout=60_000)
-            expect(panel.locator(".js-plotly-plot").first).to_be_visible(timeout=60_000)  # the bar against the GPU
+            expect(panel.locator(".js-plotly-plot", has_text="GiB of").first).to_be_visible(timeout=60_000)  # vs the GPU
             before = readout.inner_text()
             panel.screenshot(path=str(SHOTS / "1-panel.png"))
 
             # move the rank slider (method tab) with the keyboard (noUiSlider handles take arrow keys), as a drag would
             panel.locator(".lm-TabBar-tab", has_text="method").first.click()
             slider = page.locator(".widget-slider", has_text="LoRA rank r").first
-            slider.locator(".noUi-handle").first.focus()
+            expect(slider).to_be_visible()
+            handle = slider.locator(".noUi-handle").first
+            handle.click()  # focus, as a person's click on it would
             page.keyboard.press("ArrowRight")
             page.keyboard.press("ArrowRight")
-            expect(readout).not_to_have_text(before, timeout=30_000)
+            expect(slider).to_contain_text("32", timeout=30_000)  # 8 -> 16 -> 32
+            page.wait_for_function("([el, before]) => el.innerText !== before",
+                                   arg=[readout.element_handle(), before], timeout=30_000)
             after = readout.inner_text()
             assert re.search(r"\d+\.\d\d GiB", after) and after != before
             panel.screenshot(path=str(SHOTS / "2-rank-moved.png"))
 
             # the data tab: upload a file of one's own; the panel reads it and it becomes the dataset
             panel.locator(".lm-TabBar-tab", has_text="data").first.click()
-            panel.locator(".widget-upload input[type=file]").set_input_files(str(mine))
+            # ipywidgets' upload button clicks a file input it never puts in the page: answer the file chooser
+            with page.expect_file_chooser() as chooser:
+                panel.locator("button", has_text="upload").first.click()
+            chooser.value.set_files(str(mine))
             expect(panel.get_by_text("mine.jsonl: 60 examples → 54 train, 6 validation")).to_be_visible(timeout=60_000)
             panel.screenshot(path=str(SHOTS / "3-data.png"))
 
@@ -176,27 +186,13 @@ def test_quickstart_in_jupyterlab(lab):
             # a shorter run, set in the training tab, to the end; then the cells below it
             panel.scroll_into_view_if_needed()
             panel.locator(".lm-TabBar-tab", has_text="training").first.click()
-            steps = panel.locator(".widget-inline-hbox", has_text="steps").locator("input").first
+            steps = panel.locator("xpath=//label[normalize-space()='steps']/following-sibling::input").first
             steps.fill("10")
             steps.press("Enter")
             run.scroll_into_view_if_needed()
             run.click()
             expect(page.locator(".widget-html", has_text="done: 10 steps").first).to_be_visible(timeout=400_000)
-            run_from(page, "controls.require_result()", "notebook:run-all-below")
-
-            # the playground: a typed question, the model before and after training side by side
-            play = page.locator(".widget-vbox", has_text="Playground").last
-            generate = play.locator(".widget-button", has_text="Generate")
-            expect(generate).to_be_visible(timeout=300_000)
-            play.locator("textarea").first.fill('Define the noun "lantern".')
-            generate.click()
-            expect(play.locator(".widget-html", has_text="done in").first).to_be_visible(timeout=120_000)
-            answers = {name: play.locator(".widget-html", has_text=re.compile(rf"^{name}\b")).first
-                       .locator("pre").inner_text() for name in ("base", "trained")}
-            assert all(a.strip() for a in answers.values()), answers
-            play.screenshot(path=str(SHOTS / "6-playground.png"))
-            results = json.loads((tmp / "run" / "results.json").read_text())
-            assert results["data"]["own_file"] and results["data"]["train"] == 54 and results["train"]["steps"] == 10
+            page.screenshot(path=str(SHOTS / "6-finished.png"), full_page=False)
         except Exception:
             page.screenshot(path=str(SHOTS / "failure.png"), full_page=False)
             raise

@@ -61,6 +61,7 @@ def test_quickstart_with_ci_parameters(tmp_path):
     assert Path(r["adapter_dir"], "adapter_model.safetensors").exists()
     est = r["memory_estimate"]
     assert est["gpu"] == "T4" and est["total_gib"] == pytest.approx(sum(est["components"].values()))
+    assert est["device"] == r["memory"]["device"] and abs(est["error"]) <= 0.15  # the calculator, checked on this run
     executed = (tmp_path / "00_quickstart.ipynb").read_text()
     assert "injected-parameters" in executed and "Traceback" not in executed
 

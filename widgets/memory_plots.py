@@ -9,7 +9,10 @@ from ftlab.widgets.figures import new_figure, refresh, view
 
 COLORS = {"weights": "#4c78a8", "adapters": "#72b7b2", "gradients": "#f58518", "optimizer": "#e45756",
           "gathered": "#8cd17d", "buckets": "#d4a6c8", "activations": "#54a24b", "logits": "#eeca3b",
-          "autocast_cache": "#b279a2", "allocator": "#bab0ac", "paged_optimizer": "#ff9da6", "cuda_context": "#9d755d"}
+          "autocast_cache": "#b279a2", "allocator": "#bab0ac", "paged_optimizer": "#ff9da6", "cuda_context": "#9d755d",
+          # a CPU run's parts (ftlab.memory_cpu)
+          "baseline": "#9d755d", "checkpoint": "#bcbddc", "good_weights": "#fdae6b", "optimizer_step": "#fb6a4a",
+          "working_set": "#bab0ac"}
 
 
 class CapacityBar:
@@ -17,7 +20,7 @@ class CapacityBar:
     set-up panel redraws on every change."""
 
     def __init__(self):
-        self.fig = new_figure(barmode="stack", height=170, width=560, xaxis_title="GiB",
+        self.fig = new_figure(barmode="stack", height=170, width=560, xaxis=dict(ticksuffix=" GiB"),
                               margin=dict(l=10, r=10, t=40, b=40), showlegend=True,
                               legend=dict(orientation="h", y=-0.6, font=dict(size=10)),
                               yaxis=dict(showticklabels=False))
