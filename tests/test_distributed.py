@@ -110,7 +110,10 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_fol
     # another order: float32 rounding only (measured: <= 2e-6 over 4 steps). 1e-4 leaves room for other BLAS.
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-4, abs=1e-4)
     assert os.path.exists(os.path.join(two["saved_to"], "adapter_model.safetensors"))
-    assert _reload_logits(tiny_folder, two["saved_to"]) == pytest.approx(torch.load(tmp_path / "two" / "logits.pt"))
+    # the saved adapter reloaded in this process answers as the trained model did in rank 0: equal up to float32
+    # rounding (the two processes may run their matmuls with different thread counts: measured up to 2e-7)
+    reloaded = _reload_logits(tiny_folder, two["saved_to"])
+    assert reloaded == pytest.approx(torch.load(tmp_path / "two" / "logits.pt"), rel=1e-4, abs=1e-5)
 
 
 @pytest.mark.parametrize("stage", ["zero2", "zero3", "zero2+offload"])
