@@ -30,6 +30,19 @@ def prompt(tok, text: str, labels: list[str], shots: list[dict] = (), question: 
     return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def label_word_records(records: list[dict], labels: list[str], question: str = QUESTION) -> list[dict]:
+    """Labelled records as TRL's conversational prompt/completion pairs for ftlab.train.finetune: the prompt is
+    the one classify_by_label_word scores (same system line, question and chat template), the completion is the
+    label word, so fine-tuning teaches exactly the answer that is scored (the loss is on the completion only)."""
+    records = check_labelled(records, labels, split="train")
+    if "{text}" not in question:
+        raise ConfigError("question", question, "a question with {text} where the input goes ({choices}: the labels)")
+    choices = ", ".join(labels[:-1]) + f" or {labels[-1]}"
+    return [{"prompt": [{"role": "system", "content": SYSTEM},
+                        {"role": "user", "content": question.format(text=r["text"], choices=choices)}],
+             "completion": [{"role": "assistant", "content": r["label"]}]} for r in records]
+
+
 def _shared_prefix(rows: list[list[int]]) -> int:
     """How many leading tokens every row has in common (the system prompt, the shots, the question's start)."""
     n = min(map(len, rows)) - 1  # leave each row at least one token of its own

@@ -31,10 +31,11 @@ from ftlab.gpus import GPUS, Fit
 from ftlab.layout import LAYOUT_DEFAULTS, Layout
 from ftlab.memory_calibration import CALIBRATION as K
 from ftlab.memory_cpu import estimate_cpu
+from ftlab.memory_encoder import estimate_classification
 from ftlab.memory_setup import DEFAULTS, Setup, as_arch, check_keywords, row, setup_arguments, setup_for
 from ftlab.memory_sharding import per_gpu
 
-GIB = 2**30
+GIB, TASKS = 2**30, ("causal_lm", "classification")  # task: a decoder's next token, or an encoder's class
 OPTIMIZER_STATE_BYTES = {"adamw": None, "adamw_8bit": 2.0, "paged_adamw_8bit": 2.0, "sgd": 0.0}  # None: 2 × param
 
 
@@ -57,18 +58,21 @@ class MemoryEstimate:
 
 
 def estimate_memory(model, method: str = "lora", bits: int | None = None, lora_r: int = 16, lora_targets="all-linear",
-                    num_virtual_tokens: int = 20, batch_size: int = 4, seq_len: int = 512,
+                    num_virtual_tokens: int = 20, batch_size: int = 4, seq_len: int = 512, task="causal_lm",
                     gradient_checkpointing: bool = False, optimizer: str = "adamw", gpu: str | None = None,
                     trainer: str = "trl", adapter_size: int = 64, top_k_layers: int = 2, num_gpus: int = 1,
                     strategy: str = "ddp", offload_optimizer: bool = False, offload_params: bool = False,
-                    num_machines: int = 1, device: str = "cuda", **unknown) -> MemoryEstimate:
+                    num_machines: int = 1, device: str = "cuda", num_labels=2, **unknown) -> MemoryEstimate:
     """Estimate device memory of one set-up (see module doc), per GPU. `model`: preset, hub id, folder or
     config, or a TrainConfig (its fields are the set-up and its gpu the target; then only `trainer` and the
     layout below may be given). `bits`: the base weights' storage; by default what the method needs (4 for
     qlora), else 16. Several GPUs (ftlab.layout, ftlab.memory_sharding): `num_gpus` on each of `num_machines`,
     `strategy` one of ddp, zero1, zero2, zero3, fsdp, fsdp_grad_op, and what ZeRO/FSDP offload to the CPU;
     `batch_size` is then per GPU and the result's `cpu_gib` what a machine's CPU memory holds. `device="cpu"`: the
-    peak resident memory of a process that trains on the CPU instead (ftlab.memory_cpu), also beside a TrainConfig."""
+    peak resident memory of a process that trains on the CPU instead (ftlab.memory_cpu), also beside a TrainConfig.
+    `task="classification"`: a BERT-style encoder with a head of `num_labels` outputs (ftlab.memory_encoder)."""
+    if check_choice("task", task, TASKS) == "classification":
+        return estimate_classification(model, locals(), sys.modules[__name__])
     layout = dict(num_gpus=num_gpus, strategy=strategy, offload_optimizer=offload_optimizer,
                   offload_params=offload_params, num_machines=num_machines)
     if isinstance(model, TrainConfig):

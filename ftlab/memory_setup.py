@@ -4,7 +4,6 @@ ftlab.memory's steps read a Setup instead of fourteen keyword arguments."""
 from __future__ import annotations
 
 import difflib
-import json
 import os
 from dataclasses import dataclass, field, replace
 
@@ -13,6 +12,7 @@ from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, check_bool, check_choice, check_int, check_strings, check_text
 from ftlab.gpus import GPUS
 from ftlab.layout import LAYOUT_DEFAULTS, Layout
+from ftlab.memory_encoder import ENCODER_TYPES, config_dict
 from ftlab.method_table import INFERENCE, LORA, METHODS, Method
 from ftlab.models import Arch, resolve_arch
 from ftlab.shapes import Stream
@@ -92,8 +92,8 @@ class Setup:
         optimizer = check_choice("optimizer", a["optimizer"], OPTIMIZERS)
         trainer = check_choice("trainer", a["trainer"], TRAINERS)
         gpu = None if a["gpu"] is None else check_choice("gpu", a["gpu"], GPUS)
-        targets = a["lora_targets"] if isinstance(a["lora_targets"], str) else check_strings("lora_targets",
-                                                                                               a["lora_targets"])
+        targets = (a["lora_targets"] if isinstance(a["lora_targets"], str)
+                   else check_strings("lora_targets", a["lora_targets"]))
         device = check_choice("device", a["device"], DEVICES)
         layout = Layout.build(**{k: a[k] for k in LAYOUT_DEFAULTS}, bits=bits, optimizer=optimizer)
         if (method is INFERENCE or device == "cpu") and layout != Layout():
@@ -169,24 +169,9 @@ def as_arch(value, field: str = "arch") -> Arch:
                       f"transformers config that resolve_arch reads{hint}")
 
 
-def _config_dict(model) -> dict | None:
-    if isinstance(model, dict):
-        return model
-    if hasattr(model, "to_dict") and not isinstance(model, (str, os.PathLike)):
-        return model.to_dict()
-    path = os.path.join(os.path.expanduser(str(model)), "config.json")
-    if os.path.isfile(path):
-        try:
-            with open(path) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None  # resolve_arch reads it again and says what is wrong
-    return None
-
-
 def refuse_non_decoder(model) -> None:
     """A config (object, dict, or a local folder's config.json) of an encoder or encoder-decoder is refused."""
-    d = _config_dict(model)
+    d = config_dict(model)
     if not isinstance(d, dict):
         return
     kind = d.get("model_type")
@@ -194,4 +179,5 @@ def refuse_non_decoder(model) -> None:
         what = "an encoder-decoder" if d.get("is_encoder_decoder") else "an encoder"
         raise ConfigError("model", kind or model, "a decoder-only causal language model (Llama, Qwen2, Gemma, "
                           f"Mistral, ...): this config is {what} "
-                          f"({kind!r}), whose memory the decoder formula would misstate")
+                          f"({kind!r}), whose memory the decoder formula would misstate"
+                          + (": estimate it with task='classification'" if kind in ENCODER_TYPES else ""))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ftlab import encoder_shapes as E
 from ftlab import shapes as S
 from ftlab import tuners as T
 from ftlab.errors import ConfigError
@@ -51,6 +52,9 @@ class Method:
     peft_flags: dict = field(default_factory=dict)
     refuses_checkpointing: str = ""        # why gradient checkpointing cannot run with it ("" = it can)
     aliases: tuple[str, ...] = ()          # other names measurement files use for it
+    # on a BERT-style encoder with a classification head: (EncoderArch, EncoderSizes) -> EncoderShape, what it trains
+    # and saves there (ftlab.encoder_shapes); None: the encoder calculator has no formula for it
+    encoder: Callable | None = None
 
 
 METHODS: dict[str, Method] = {}
@@ -77,10 +81,10 @@ INFERENCE = Method("inference", "full", "no training: a forward pass without gra
                    S.saved_frozen, r"$^", aliases=("infer",))
 FULL = register_method(Method("full", "full", "every weight is trained", S.count_all, S.saved_full, r".",
                               freeze=T.train_all, lr=5e-5, starts_as_base=True, trains_base=True,
-                              saves_whole_model=True))
+                              saves_whole_model=True, encoder=E.enc_all))
 LORA = register_method(Method("lora", "reparameterisation", "W + (alpha/r)·B·A with rank-r A, B on the chosen "
                               "linear layers", S.count_low_rank, S.saved_lora, r"lora_", peft_config=T.lora_config,
-                              peft_type="LORA", **_LOW_RANK))
+                              peft_type="LORA", encoder=E.enc_low_rank, **_LOW_RANK))
 register_method(Method("dora", "reparameterisation", "LoRA on the direction, a learned magnitude per column",
                        S.count_dora, S.saved_dora, r"lora_", peft_config=T.dora_config, peft_type="LORA",
                        peft_flags={"use_dora": True}, aliases=("qdora",), **_LOW_RANK))
@@ -88,7 +92,8 @@ QLORA = register_method(Method("qlora", "reparameterisation", "LoRA on a 4-bit N
                                "precision", S.count_low_rank, S.saved_lora, r"lora_", peft_config=T.lora_config,
                                needs_bits=4, peft_type="LORA", **_LOW_RANK))
 register_method(Method("ia3", "additive", "learned vectors rescale keys, values and MLP activations", S.count_ia3,
-                       S.saved_ia3, r"ia3_", peft_config=T.ia3_config, lr=5e-3, starts_as_base=True, peft_type="IA3"))
+                       S.saved_ia3, r"ia3_", peft_config=T.ia3_config, lr=5e-3, starts_as_base=True, peft_type="IA3",
+                       encoder=E.enc_ia3))
 register_method(Method("prompt_tuning", "additive", "learned virtual-token embeddings before the input",
                        S.count_prompt, peft_config=T.prompt_tuning_config, lr=3e-2, peft_type="PROMPT_TUNING",
                        virtual_tokens=True, aliases=("prompt",), **_VIRTUAL))
@@ -104,14 +109,14 @@ register_method(Method("p_tuning", "additive", "virtual tokens produced by a sma
                        virtual_tokens=True, **_VIRTUAL))
 register_method(Method("bitfit", "selective", "only the bias terms are trained", S.count_biases, S.saved_biases,
                        r"\.bias$", freeze=T.freeze_but_biases, fits=T.fits_biases, fits_arch=S.fit_biases("bitfit"),
-                       lr=1e-3, starts_as_base=True, trains_base=True))
+                       lr=1e-3, starts_as_base=True, trains_base=True, encoder=E.enc_biases))
 register_method(Method("ln_tuning", "selective", "only the layer norms' scales are trained", S.count_norms,
                        S.saved_frozen, r"ln_tuning_layers", peft_config=T.ln_tuning_config, lr=5e-3,
                        starts_as_base=True, peft_type="LN_TUNING"))
 register_method(Method("top_k", "selective", "all but the last k transformer blocks frozen", S.count_top_k,
                        S.saved_full, r"layers\.\d+\.", freeze=T.freeze_but_top_k, fits=T.fits_top_k,
                        fits_arch=S.fit_top_k, lr=1e-4, starts_as_base=True, knobs=("top_k_layers",),
-                       trains_base=True, top_layers=True))
+                       trains_base=True, top_layers=True, encoder=E.enc_top_k))
 register_method(Method("adapter", "additive", "Houlsby bottleneck adapters after attention and MLP (down, GELU, "
                        "up, residual)", S.count_adapter, S.saved_adapter, r"\.adapter\.", freeze=T.add_bottlenecks,
                        fits=T.fits_adapter, fits_arch=S.fit_adapter, lr=1e-3, knobs=("adapter_size",)))

@@ -157,3 +157,24 @@ def test_a_short_fine_tune_moves_accuracy_above_the_majority_class(pos):
     seconds = train_classifier(model, tok, train, labels, epochs=3, learning_rate=1e-4, batch_size=16)
     after = score(predict(model, tok, test, labels), test, labels)["accuracy"]
     assert seconds > 0 and after > before and after > majority(train, test)[1], (before, after)
+
+
+def test_label_word_records_train_on_exactly_the_prompt_that_is_scored(tokenizer, tiny_model, tmp_path):
+    from ftlab.config import TrainConfig
+    from ftlab.label_words import classify_by_label_word, label_word_records, prompt
+    from ftlab.train import finetune
+    labels = ["noun", "adjective", "adverb"]
+    data = [{"text": "a small dog", "label": "noun"}, {"text": "in a turgid manner", "label": "adverb"},
+            {"text": "very large", "label": "adjective"}]
+    records = label_word_records(data, labels)
+    for r, d in zip(records, data):
+        templated = tokenizer.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True)
+        assert templated == prompt(tokenizer, d["text"], labels)
+        assert r["completion"] == [{"role": "assistant", "content": d["label"]}]
+    with pytest.raises(DataError):
+        label_word_records([{"text": "x", "label": "pronoun"}], labels)
+    cfg = TrainConfig(model="smollm2-135m-instruct", method="lora", lora_r=2, max_steps=2, batch_size=3, seq_len=96,
+                      output_dir=str(tmp_path))
+    result, model = finetune(cfg, records, model=tiny_model, tokenizer=tokenizer, save=False, eval_before=False)
+    assert len(result.losses) == 2 and all(loss == loss for _, loss in result.losses)  # trained, not NaN
+    assert len(classify_by_label_word(model, tokenizer, data, labels)) == 3

@@ -25,8 +25,8 @@ def resolve_arch(model) -> Arch:
         return arch_from_config(model)
     preset = find_preset(name, encoders=True)
     if preset and preset.encoder:
-        raise ModelNotFoundError(f"model={name!r} is an encoder for classification (ftlab.classify); the memory "
-                                 "calculator counts causal language models only, so far")
+        raise ModelNotFoundError(f"model={name!r} is an encoder for classification (ftlab.classify): estimate it "
+                                 "with estimate_memory(model, ..., task='classification', num_labels=n)")
     if preset:
         return preset.arch
     path = Path(name).expanduser()
