@@ -74,8 +74,10 @@ def test_quickstart_trains_on_a_users_file_given_as_data_path(tmp_path):
     rows = load_records("definitions", "train", n=200, seed=3)
     mine = tmp_path / "my pairs.jsonl"
     mine.write_text("".join(json.dumps({"prompt": r["source"], "completion": r["target"]}) + "\n" for r in rows))
-    r = run_lab("00_quickstart.ipynb", tmp_path, "-p", "data_path", str(mine))
-    assert r["data"] == {"dataset": str(mine), "own_file": True, "train": 180, "validation": 20, "scored": 16}
+    # fewer steps and scored answers than the quickstart's own CI run: this run checks the data path, not training
+    r = run_lab("00_quickstart.ipynb", tmp_path, "-p", "data_path", str(mine), "-p", "max_steps", "8",
+                "-p", "eval_examples", "8")
+    assert r["data"] == {"dataset": str(mine), "own_file": True, "train": 180, "validation": 20, "scored": 8}
     assert r["config"]["dataset"] == str(mine) and r["train"]["examples"] == 180
     assert r["train"]["eval_loss_after"] < r["train"]["eval_loss_before"]
     assert {e["reference"] for e in r["examples"]} <= {row["target"] for row in rows}
@@ -128,6 +130,11 @@ def test_classification_lab(tmp_path):
     assert ways["fine-tuning: bitfit"]["trainable"] < ways["fine-tuning: lora"]["trainable"] < full["trainable"]
     assert ways["feature extraction + logistic regression"]["trainable"] == 4 * 384 + 4  # the probe's weights
     assert all(0 <= m["accuracy"] <= 1 and 0 <= m["macro_f1"] <= 1 for m in r["methods"])
+    word = ways["decoder, label word, LoRA (10 steps)"]  # the decoder taught to answer with the label word
+    assert 0 < word["trainable"] < ways["fine-tuning: lora"]["trainable"] * 100 and word["seconds"] > 0
+    for name in ("full", "lora", "bitfit"):  # the calculator's estimate beside the measured memory of each run
+        row = ways[f"fine-tuning: {name}"]
+        assert row["memory estimate (GiB)"] > 0 and row["memory measured (GiB)"] > 0
     curve = {(c["start"], c["examples"]): c["accuracy"] for c in r["curve"]}
     smallest = min(n for _, n in curve)
     assert curve[("pretrained", smallest)] > curve[("random", smallest)]
