@@ -16,11 +16,12 @@ from ftlab.errors import FtlabError
 from ftlab.gpus import GPUS
 from ftlab.memory import estimate_memory
 from ftlab.memory_encoder import ENCODER_METHODS
+from ftlab.method_table import LORA, METHODS
 from ftlab.models import ENCODER_PRESETS
 from ftlab.widgets.memory_plots import CapacityBar
 
 STYLE = {"description_width": "150px"}
-KNOBS = {"lora_r": ("lora",), "lora_targets": ("lora",), "top_k_layers": ("top_k",)}  # shown with these methods only
+LOW_RANK_KNOBS = ("lora_r", "lora_targets")  # shown for a low-rank method's row; top_k_layers for a row that takes it
 CPU = "this machine (CPU)"
 
 
@@ -29,7 +30,7 @@ def _wide():
 
 
 class ClassifierPanel:
-    def __init__(self, model: str = "minilm-l6", method: str = "lora", num_labels: int = 2, batch_size: int = 16,
+    def __init__(self, model: str = "minilm-l6", method: str = LORA.name, num_labels: int = 2, batch_size: int = 16,
                  seq_len: int = 128, lora_r: int = 8, lora_targets: str = "query,value", top_k_layers: int = 2,
                  gpu: str = "T4"):
         """The starting set-up; gpu: a GPU the calculator knows, or "cpu" for this machine's RAM."""
@@ -66,9 +67,10 @@ class ClassifierPanel:
         return v
 
     def _update(self) -> None:
-        method = self.fields["method"].value
-        for name, methods in KNOBS.items():
-            self.fields[name].layout.display = None if method in methods else "none"
+        row = METHODS[self.fields["method"].value]
+        for name in (*LOW_RANK_KNOBS, "top_k_layers"):
+            takes = row.low_rank if name in LOW_RANK_KNOBS else name in row.knobs
+            self.fields[name].layout.display = None if takes else "none"
         try:
             args = self._values()
             estimate = estimate_memory(args.pop("model"), **args)
