@@ -99,6 +99,9 @@ def lora_layers(arch: EncoderArch, targets) -> dict[str, tuple[int, int]]:
     """The block's layers LoRA adapts ("all-linear": every linear layer but the head's, the pooler included)."""
     if targets == "all-linear":
         return arch.shapes()
+    if isinstance(targets, str):  # the decoders' shortcuts ("q,v") name Llama's modules, not an encoder's
+        raise ConfigError("lora_targets", targets, "'all-linear' or a list of an encoder block's module names, such "
+                          "as ['query', 'value']")
     targets = check_strings("lora_targets", targets)
     hit = {n: s for n, s in arch.shapes().items() if _matches(n, targets)}
     if not hit:
