@@ -103,8 +103,8 @@ def test_cpu_and_gpu_totals_are_their_parts():
     (dict(gradient_checkpointing=True), "gradient_checkpointing"),
     (dict(num_gpus=2), "num_gpus"), (dict(num_labels=1), "num_labels"), (dict(seq_len=513), "seq_len"),
     (dict(lora_targets=["q_proj"]), "lora_targets"), (dict(lora_targets="q,v"), "lora_targets"),
-    (dict(batch_size=0), "batch_size"), (dict(num_labels="4"), "num_labels"), (dict(top_k_layers=7, method="top_k"),
-                                                                                "top_k_layers"),
+    (dict(batch_size=0), "batch_size"), (dict(num_labels="4"), "num_labels"),
+    (dict(top_k_layers=7, method="top_k"), "top_k_layers"),
     (dict(task="seq2seq"), "task"), (dict(lora_rank=8), "lora_rank"), (dict(optimizer="lion"), "optimizer"),
 ])
 def test_bad_arguments_name_their_field(kw, field):
