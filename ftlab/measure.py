@@ -117,3 +117,20 @@ class MemoryMonitor:
                     "phases": self.phases}
         return {"device": "cpu", "peak_rss_gib": end["peak_rss_gib"],
                 "peak_rss_over_baseline_gib": end["peak_rss_gib"] - self._baseline, "phases": self.phases}
+
+
+def saved_for_backward(model, **inputs) -> int:
+    """Bytes autograd keeps for backward in one training forward of `model` on `inputs` (its parameters left out):
+    every tensor saved, counted once by its storage, through torch's saved_tensors_hooks. A device-independent
+    measure of activation memory, which the calculator's activations are checked against."""
+    model.train()
+    seen = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        seen.setdefault(s.data_ptr(), s.nbytes())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**inputs)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    return sum(n for ptr, n in seen.items() if ptr not in params)

@@ -34,7 +34,7 @@ from transformers import Trainer, logging  # noqa: F401
 logging.set_verbosity_error()
 import torch
 from ftlab.classify import load_classifier, train_classifier, with_method
-from ftlab.measure import MemoryMonitor
+from ftlab.measure import MemoryMonitor, saved_for_backward
 from ftlab.memory import estimate_memory
 from ftlab.runs import release_freed_memory
 
@@ -53,17 +53,8 @@ model = with_method(model, method, **knobs)
 train_classifier(model, tok, records, labels, epochs=1, batch_size=16, max_length=seq)
 monitor.stop()
 measured = monitor.report()["peak_rss_over_baseline_gib"]
-model.train()
-seen = {}
-def pack(t):
-    s = t.untyped_storage()
-    seen.setdefault(s.data_ptr(), s.nbytes())
-    return t
 enc = tok([r["text"] for r in records[:16]], truncation=True, max_length=seq, padding=True, return_tensors="pt")
-with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-    model(**enc, labels=torch.zeros(16, dtype=torch.long))
-params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-saved = sum(v for k, v in seen.items() if k not in params) / 2**30
+saved = saved_for_backward(model, **enc, labels=torch.zeros(16, dtype=torch.long)) / 2**30
 print("ROW", json.dumps(dict(method=method, seq=seq, batch=16, measured_over_baseline_gib=measured,
                              estimated_over_baseline_gib=est.total_gib - est.components["baseline"],
                              saved_for_backward_gib=saved, estimated_activations_gib=raw,

@@ -7,6 +7,7 @@ from transformers import BertConfig, BertForSequenceClassification, RobertaConfi
 
 from ftlab.classify import load_classifier, trainable, with_method
 from ftlab.errors import ConfigError, ModelNotFoundError
+from ftlab.measure import saved_for_backward
 from ftlab.memory import estimate_memory
 
 GIB = 2**30
@@ -58,19 +59,9 @@ def test_the_minilm_preset_counts_as_the_loaded_model_and_its_weights_are_its_by
 
 
 def _saved_bytes(model, batch, seq):
-    """Bytes autograd keeps for backward in one training forward (parameters left out)."""
-    model.train()
-    seen = {}
-
-    def pack(t):
-        s = t.untyped_storage()
-        seen.setdefault(s.data_ptr(), s.nbytes())
-        return t
     ids = torch.randint(1000, 2000, (batch, seq))
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.zeros(batch, dtype=torch.long))
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    return sum(v for k, v in seen.items() if k not in params)
+    return saved_for_backward(model, input_ids=ids, attention_mask=torch.ones_like(ids),
+                              labels=torch.zeros(batch, dtype=torch.long))
 
 
 @pytest.mark.parametrize("key", list(KNOBS))
