@@ -69,7 +69,8 @@ class Run:
         self.error: BaseException | None = None
         self.thread: threading.Thread | None = None  # the thread that runs (or ran) it in the background
         self._started = False
-        self._done = threading.Event()
+        self._ended = False          # target has returned or failed (done), before the listeners are told
+        self._done = threading.Event()  # ... and they have been told (wait() returns)
 
     @property
     def result(self) -> TrainResult:
@@ -81,14 +82,17 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return self._done.is_set()
+        """True once target has returned or failed: already while the listeners hear of it, so that what a listener
+        shows ("done: 10 steps") is true of the run at once (a notebook cell run on seeing it gets the result)."""
+        return self._ended or self._done.is_set()
 
     def _work(self):
         try:
             self.value = self.target(self.callback)
+            self._ended = True
             self.callback._emit({"kind": "finished", "result": self.result})  # after the last eval and the save
         except BaseException as e:  # reported to listeners and kept: a background thread has no one to raise to
-            self.error = e
+            self.error, self._ended = e, True
             self.callback._emit({"kind": "error", "error": e})
         finally:
             self._done.set()

@@ -193,8 +193,24 @@ def test_quickstart_in_jupyterlab(lab):
             run.click()
             expect(page.locator(".widget-html", has_text="done: 10 steps").first).to_be_visible(timeout=400_000)
             page.screenshot(path=str(SHOTS / "6-finished.png"), full_page=False)
+
+            # the cells below the run (its numbers, the scores), then the playground: ask about a held-out example
+            run_from(page, "controls.require_result()", "notebook:run-all-below")
+            play = page.locator(".widget-vbox", has_text="Playground").first
+            expect(play).to_be_visible(timeout=400_000)
+            play.scroll_into_view_if_needed()
+            play.locator("select").first.select_option(index=1)  # the first held-out example
+            play.locator("button", has_text="Generate").first.click()
+            answers = play.get_by_text(re.compile(r"\d+ tokens · \d+\.\d s"))
+            expect(answers).to_have_count(2, timeout=180_000)  # the base model and the trained one, side by side
+            play.screenshot(path=str(SHOTS / "7-playground.png"))
         except Exception:
             page.screenshot(path=str(SHOTS / "failure.png"), full_page=False)
+            cells = page.evaluate("""() => window.jupyterapp.shell.currentWidget.content.widgets.map((c, i) =>
+                [i, c.model.type, c.model.sharedModel.execution_count ?? null,
+                 c.model.outputs ? JSON.stringify(c.model.outputs.toJSON()).slice(0, 1500) : "",
+                 c.model.sharedModel.getSource().slice(0, 60)])""")
+            (SHOTS / "failure-cells.json").write_text(json.dumps(cells, indent=1))  # which cells ran
             raise
         finally:
             browser.close()

@@ -1,3 +1,4 @@
+import contextlib
 import threading
 
 import pytest
@@ -141,6 +142,24 @@ def test_background_runs_share_one_long_lived_daemon_thread():
     (t,) = threads
     assert t is not threading.current_thread() and t.daemon and t.name == "ftlab-train" and t.is_alive()
     assert third.value == "third" and not third.running and third.done
+
+
+def test_a_run_is_done_when_its_listeners_hear_it_finished():
+    """What a listener shows ("done: 10 steps") is already true of the run: a notebook cell run on seeing it gets
+    the result (in the browser, the cells below the run once met a run that was not done yet)."""
+    from ftlab.runner import Run
+    seen = []
+    for fail in (False, True):
+        def target(cb, fail=fail):
+            if fail:
+                raise RuntimeError("planted failure")
+            return "value"
+        run = Run(target, listeners=[lambda e: seen.append((e["kind"], run.done, run.value, run.error))])
+        run.start(background=True)
+        with contextlib.suppress(RuntimeError):
+            run.wait(30)
+    assert [(k, done) for k, done, _, _ in seen] == [("finished", True), ("error", True)]
+    assert seen[0][2] == "value" and isinstance(seen[1][3], RuntimeError)
 
 
 def _long_prompt_records(n_long, n_short):
