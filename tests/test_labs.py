@@ -151,6 +151,9 @@ def test_qlora_lab(tmp_path):
     assert len(r["nf4_levels"]) == 16 and r["nf4_levels"][0] == -1.0 and 0.0 in r["nf4_levels"]
     normal = r["errors"]["normal N(0, 0.02²)"]
     assert normal["nf4 (bitsandbytes, per 64)"]["mse"] < normal["int4 (absmax per 64)"]["mse"]
+    spiked, plain = r["outlier"]["one outlier"], r["outlier"]["no outlier"]  # absmax int8's weakness, on a tensor
+    assert spiked["mean |error| of the others"] > 10 * plain["mean |error| of the others"]
+    assert spiked["levels used"] < plain["levels used"] and "MiniLM layer 0 query" in r["errors"]
     s = r["sizes_mib"]
     assert s["4-bit NF4 + double quant"] < s["4-bit NF4"] < s["8-bit"] < s["16-bit"]
     lora, qlora = r["runs"]
