@@ -191,7 +191,9 @@ def test_quickstart_in_jupyterlab(lab):
             steps.press("Enter")
             run.scroll_into_view_if_needed()
             run.click()
-            expect(page.locator(".widget-html", has_text="done: 10 steps").first).to_be_visible(timeout=400_000)
+            # "done" once the run has returned (evaluated and saved), which the cells below ask for
+            expect(page.locator(".widget-html", has_text=re.compile(r"done: 10 steps in \d+ s, \d+ tokens/s")).first
+                   ).to_be_visible(timeout=400_000)
             page.screenshot(path=str(SHOTS / "6-finished.png"), full_page=False)
 
             # the cells below the run (its numbers, the scores), then the playground: ask about a held-out example

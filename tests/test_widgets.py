@@ -37,8 +37,11 @@ def test_loss_plot_and_progress_update_in_place():
         prog(ev)
     assert plot.widget is widget and list(widget.data[0].y) == [3.0, 2.0] and list(widget.data[1].y) == [2.5]
     assert prog.bar.value == 2 and "loss 2.000" in prog.label.value
-    prog({"kind": "end", "result": TrainResult(steps=2, losses=[(1, 3.0), (2, 2.0)], seconds=1.0)})
-    assert "done" in prog.label.value
+    result = TrainResult(steps=2, losses=[(1, 3.0), (2, 2.0)], seconds=1.0)
+    prog({"kind": "end", "result": result})  # the trainer's last step: evaluation and saving may follow
+    assert prog.label.value.startswith("trained: 2 steps") and "done" not in prog.label.value
+    prog({"kind": "finished", "result": result})  # a Run's target returned: now the run is done
+    assert prog.label.value.startswith("done: 2 steps")
     assert len(plot.figure().data) == 2
 
 

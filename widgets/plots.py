@@ -140,12 +140,14 @@ class TrainingProgress:
         elif event.get("kind") == "step":
             last = event["max_steps"] is not None and event["step"] >= event["max_steps"]
             self.throttle(lambda: self._show_step(event), force=last)
-        elif event.get("kind") == "end":
+        elif event.get("kind") in ("end", "finished"):
+            # "end": the trainer's last step (the final evaluation and the save may follow); "finished": a Run's
+            # target has returned, so only then is the run "done" (a cell asking for its result gets it)
             res = event["result"]
             self.bar.value = res.steps  # the last step may have fallen between two throttled updates
             self.bar.bar_style = "warning" if res.stopped else "success"
-            self.label.value = (f"{'stopped' if res.stopped else 'done'}: {res.steps} steps in {res.seconds:.0f} s "
-                                f"· last loss {res.last_loss:.3f}")
+            word = "stopped" if res.stopped else "done" if event["kind"] == "finished" else "trained"
+            self.label.value = f"{word}: {res.steps} steps in {res.seconds:.0f} s · last loss {res.last_loss:.3f}"
 
     def _show_step(self, event: dict) -> None:
         self.bar.value = event["step"]
