@@ -7,6 +7,8 @@ blocks: +0.127 bit/weight).
 """
 from __future__ import annotations
 
+import logging
+
 from ftlab.choices import BITS, QUANT_TYPES
 from ftlab.errors import ConfigError, check_bool, check_choice, check_int
 
@@ -22,6 +24,28 @@ def bitsandbytes_available() -> tuple[bool, str]:
         return False, f"bitsandbytes cannot be imported ({type(e).__name__}: {e}); pip install bitsandbytes==0.50.2"
     del bitsandbytes  # imported only to see that it can be
     return True, ""
+
+
+class _Once(logging.Filter):
+    """Lets each distinct message through once. bitsandbytes' int8 matmul logs the same cast warning at every call
+    (5,880 identical lines in one run of lab 07): the first one says it, the rest add nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in self.seen:
+            return False
+        self.seen.add(message)
+        return True
+
+
+def _once(logger_name: str) -> None:
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(f, _Once) for f in logger.filters):
+        logger.addFilter(_Once())
 
 
 def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4", double_quant: bool = True,
@@ -42,6 +66,7 @@ def quantization_config(bits: int, *, compute_dtype=None, quant_type: str = "nf4
     from transformers import BitsAndBytesConfig  # lazy: as torch, and only a 4/8-bit load needs it
 
     if bits == 8:
+        _once("bitsandbytes.autograd._functions")  # its "inputs will be cast" warning: once, not at every matmul
         return BitsAndBytesConfig(load_in_8bit=True)
     # quant_storage: the packed 4-bit weights' dtype (bnb's default uint8); FSDP and ZeRO-3 shard them only when it
     # is the model's own (bf16), as in FSDP + QLoRA

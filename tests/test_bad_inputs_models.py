@@ -826,3 +826,22 @@ def test_refused_methods_leave_the_model_as_it_was(tmp_path):
     assert hasattr(apply_method(model, _cfg(tmp_path, lora_r=16)), "peft_config")  # the same base, still usable
     rows = nearest_vocabulary_tokens(_prompt_model(tmp_path), _tok(), k=np.int64(2))
     assert len(rows) == 4 and len(rows[0]["nearest tokens"].split(" | ")) == 2
+
+
+def test_bitsandbytes_repeated_cast_warning_is_said_once(caplog):
+    """An 8-bit base logs bitsandbytes' 'inputs will be cast' warning at every matmul: it is shown once."""
+    import logging
+    from ftlab.quant import bitsandbytes_available, quantization_config
+    if not bitsandbytes_available()[0]:
+        pytest.skip("bitsandbytes is not usable here")
+    quantization_config(8)
+    quantization_config(8)  # a second 8-bit load adds no second filter
+    log = logging.getLogger("bitsandbytes.autograd._functions")
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            log.warning("MatMul8bitLt: inputs will be cast from %s to float16 during quantization", "torch.float32")
+        log.warning("another message")
+    said = [r.getMessage() for r in caplog.records if r.name == log.name]
+    assert said == ["MatMul8bitLt: inputs will be cast from torch.float32 to float16 during quantization",
+                    "another message"]
+    assert sum(type(f).__name__ == "_Once" for f in log.filters) == 1
