@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from ftlab.encoder_shapes import ENCODER_TYPES, EncoderArch, EncoderSizes
+from ftlab.encoder_shapes import ENCODER_TYPES, EncoderArch, EncoderSizes, is_encoder_config
 from ftlab.errors import ConfigError, check_choice, check_int
 from ftlab.gpus import GPUS, Fit
 from ftlab.layout import LAYOUT_DEFAULTS
@@ -44,10 +44,6 @@ GIB = 2**30
 # the methods with a row for encoders (their `encoder` field); DoRA has none: its saved tensors (weight norms, the
 # scaled base output) were measured not to follow LoRA's
 ENCODER_METHODS = tuple(name for name, m in METHODS.items() if m.encoder is not None)
-
-
-def is_encoder_config(d: dict) -> bool:
-    return isinstance(d, dict) and d.get("model_type") in ENCODER_TYPES and not d.get("is_decoder")
 
 
 @dataclass(frozen=True)
