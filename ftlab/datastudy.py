@@ -13,8 +13,12 @@ import random
 import re
 from functools import lru_cache
 
+import torch
+from rouge_score import rouge_scorer
+
 from ftlab.catalog import DATA_DIR, DATASETS, load_records
 from ftlab.errors import DataError, check_int, check_number, check_strings
+from ftlab.evaluation import check_model
 from ftlab.records import check_task_records, check_tokenizer
 
 SYNONYMS = "synonyms"
@@ -110,7 +114,6 @@ def steps_for(n_examples: int, epochs: float, batch_size: int) -> int:
 
 
 def _rouge_l():
-    from rouge_score import rouge_scorer
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
@@ -143,8 +146,6 @@ def sample(model, tokenizer, prompts, max_new_tokens: int = 48, seed: int = 0, t
     """Sampled completions of already-templated prompts (one batch, left-padded), reproducible through `seed`.
     Self-Instruct samples (Wang et al. used temperature 0.7); greedy decoding makes a small model copy an
     instruction from its prompt."""
-    import torch
-    from ftlab.evaluation import check_model
     check_model(model)
     check_tokenizer(tokenizer)
     prompts = check_strings("prompts", prompts, error=DataError)
