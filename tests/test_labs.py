@@ -91,6 +91,8 @@ def test_memory_calculator_lab(tmp_path):
     assert r["trl_over_loop"] < 0.8 and r["qlora_minus_lora_gib"]["smollm2-135m-instruct"] > 0  # what the lab shows
     assert r["calibration"]["shared"]["rows"] == 26 and r["calibration"]["shared"]["within ±10 %"] == 26
     assert 1000 <= sum(r["full_65b_parts_gb"].values()) <= 1400
+    q65 = r["qlora_65b_48gb"]  # QLoRA's 65B on one 48 GB GPU: in the calculator, with its paged optimizer only
+    assert q65["paged_adamw_8bit"]["fits"] and not q65["adamw"]["fits"]
     assert r["your_setup"]["total_gib"] == pytest.approx(sum(r["your_setup"]["components_gib"].values()))
     assert "✓" in r["fit_grid"]["llama-3.1-8b/qlora"]["T4"] and "✗" in r["fit_grid"]["llama-2-70b/full"]["H100-80GB"]
 
