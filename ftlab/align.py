@@ -82,11 +82,9 @@ def answer_number(text: str) -> int | None:
     return None
 
 
-def arithmetic_reward(completions, result, **_) -> list[float]:
-    """GRPO's rule-based reward: 1 when the answer's result (answer_number) is right, else 0.
-    TRL passes the completions and every other dataset column (here `result`) as lists, one item a completion:
-    each completion a string, or for conversational prompts a list of messages whose last is the answer
-    ([{"role": "assistant", "content": "..."}]). `result`: the right numbers, one per completion."""
+def completion_texts(completions) -> list[str]:
+    """The answers' texts from what TRL passes a reward function: strings, or for conversational prompts lists of
+    messages whose last is the answer ([{"role": "assistant", "content": "..."}])."""
     if isinstance(completions, (str, dict)) or not isinstance(completions, (list, tuple)):
         raise DataError(f"completions={_short(completions)} is not allowed: a list of answers (strings, or message "
                         f"lists as TRL passes for chat prompts), not a {type(completions).__name__}",
@@ -103,6 +101,14 @@ def arithmetic_reward(completions, result, **_) -> list[float]:
             raise DataError(f"completions[{i}]={_short(c)} is not allowed: a string, or a list of messages",
                             field="completions")
         texts.append(c)
+    return texts
+
+
+def arithmetic_reward(completions, result, **_) -> list[float]:
+    """GRPO's rule-based reward: 1 when the answer's result (answer_number) is right, else 0.
+    TRL passes the completions (completion_texts reads them) and every other dataset column (here `result`) as
+    lists, one item a completion. `result`: the right numbers, one per completion."""
+    texts = completion_texts(completions)
     if isinstance(result, (str, dict)) or not isinstance(result, (list, tuple)):
         raise DataError(f"result={_short(result)} is not allowed: a list of the right numbers, one per completion "
                         f"({len(texts)}), not a {type(result).__name__}", field="result")
