@@ -66,10 +66,12 @@ def synonym_records(split: str = "train", n: int | None = None, seed: int = 0) -
 
 
 def task_records(name: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:
-    """Records of one of TASKS: the embedded data sets through load_records, the synonyms from their list."""
+    """Records of one of TASKS: the embedded data sets through load_records, the synonyms from their list; each
+    says which in "dataset" (its "task" is the kind of task, e.g. "summarize" for email_subject)."""
     if name not in TASKS:
         raise DataError(f"task={name!r} is not allowed: one of {list(TASKS)}", field="task")
-    return synonym_records(split, n, seed) if name == SYNONYMS else load_records(name, split, n=n, seed=seed)
+    rows = synonym_records(split, n, seed) if name == SYNONYMS else load_records(name, split, n=n, seed=seed)
+    return [{**r, "dataset": name} for r in rows]
 
 
 def task_mix(names, n_total: int, seed: int = 0) -> list[dict]:

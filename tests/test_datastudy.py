@@ -28,6 +28,7 @@ def test_task_mix_takes_equal_shares_of_each_task():
     kinds = [r["task"] for r in mix]
     assert len(mix) == 10 and sorted(kinds.count(k) for k in set(kinds)) == [3, 3, 4]
     assert kinds != sorted(kinds)  # shuffled together
+    assert {r["dataset"] for r in mix} == {"email_subject", "arithmetic", "synonyms"}
     assert D.task_mix(["email_subject", "arithmetic", "synonyms"], 10, seed=1) == mix
 
 
