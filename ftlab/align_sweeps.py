@@ -24,7 +24,10 @@ LENGTH_TARGET = 10  # words: length_reward pays in full from this many on (about
 
 
 def parse_betas(field: str, text: str) -> list[float]:
-    """"0.05,0.1,0.5" -> [0.05, 0.1, 0.5]: positive, finite, no repeats, at least one."""
+    """"0.05,0.1,0.5" -> [0.05, 0.1, 0.5]: positive, finite, no repeats, at least one. A single number (what
+    papermill's -p makes of "0.5") is one value."""
+    if isinstance(text, numbers.Real) and not isinstance(text, bool):
+        return [check_number(field, text, 0, lo_open=True)]
     text = check_text(field, text)
     allowed = "comma-separated positive numbers, each once, e.g. '0.05,0.1,0.5'"
     try:
@@ -62,10 +65,10 @@ def policy_kl(model, tokenizer, prompts: list, answers: list[str], batch_size: i
             for row, s in enumerate(starts):
                 mask[row, :s] = 0  # the prompt's tokens are not the answer's
             mask = mask[:, 1:].bool()  # logits at t predict token t+1
-            with torch.no_grad():
-                logp = torch.log_softmax(model(**enc).logits[:, :-1].float(), -1)[mask]
+            with torch.no_grad():  # the answer's positions picked before the softmax: most tokens are the prompt's
+                logp = torch.log_softmax(model(**enc).logits[:, :-1][mask].float(), -1)
                 with model.disable_adapter():
-                    logq = torch.log_softmax(model(**enc).logits[:, :-1].float(), -1)[mask]
+                    logq = torch.log_softmax(model(**enc).logits[:, :-1][mask].float(), -1)
             total += (logp.exp() * (logp - logq)).sum().item()
             count += logp.shape[0]
     finally:
@@ -184,8 +187,11 @@ def describe_gaming(before: dict, free: dict, held: dict, beta: float, steps: in
         out.append(f"In {steps} steps the gamed reward barely moved: too few to show hacking; raise hack_steps.")
     if held["kl"] < free["kl"] and held["reward"] <= free["reward"]:
         out.append(f"With the KL penalty (β = {beta:g}) the policy stayed nearer the reference (KL {held['kl']:.4f} "
-                   f"vs {free['kl']:.4f} nats a token) and took less of the gamed reward ({held['reward']:.2f}): the "
-                   "penalty is the price of moving away, which bounds how far a policy chases a flawed reward.")
+                   f"vs {free['kl']:.4f} nats a token) and took less of the gamed reward ({held['reward']:.2f}, true "
+                   f"accuracy {held['accuracy']:.0%}): the penalty is the price of moving away, which bounds how far a "
+                   "policy chases a flawed reward.")
+        if held["accuracy"] < before["accuracy"]:
+            out.append("It still lost accuracy: the penalty slows the chase; it does not make the reward right.")
     else:
         out.append(f"The KL penalty (β = {beta:g}) made no clear difference here (KL {held['kl']:.4f} vs "
                    f"{free['kl']:.4f}, gamed reward {held['reward']:.2f} vs {free['reward']:.2f}): its pull grows "

@@ -20,7 +20,8 @@ def lora(model, moved: bool):
 
 def test_parse_betas():
     assert S.parse_betas("dpo_betas", "0.05, 0.1,0.5") == [0.05, 0.1, 0.5]
-    for bad in ("0.1,0", "0.1,0.1", "a,b", "-1", "nan", ""):
+    assert S.parse_betas("dpo_betas", 0.5) == [0.5]  # papermill -p dpo_betas 0.5 passes a float
+    for bad in ("0.1,0", "0.1,0.1", "a,b", "-1", "nan", "", 0, True, None):
         with pytest.raises(ValueError, match="dpo_betas="):
             S.parse_betas("dpo_betas", bad)
 
@@ -102,6 +103,10 @@ def test_describe_gaming_follows_the_numbers():
     hacked = S.describe_gaming(before, {"reward": 0.9, "accuracy": 0.4, "kl": 0.3},
                                {"reward": 0.5, "accuracy": 0.5, "kl": 0.05}, beta=0.5, steps=20)
     assert "reward hacking" in hacked and "stayed nearer the reference" in hacked and "0.30 -> 0.90" in hacked
+    assert "true accuracy 50%" in hacked and "still lost accuracy" not in hacked
+    slowed = S.describe_gaming(before, {"reward": 0.9, "accuracy": 0.0, "kl": 0.6},
+                               {"reward": 0.7, "accuracy": 0.3, "kl": 0.2}, beta=1.0, steps=4)
+    assert "still lost accuracy" in slowed and "learned in 4 steps" in slowed
     flat = S.describe_gaming(before, {"reward": 0.31, "accuracy": 0.5, "kl": 0.01},
                              {"reward": 0.32, "accuracy": 0.5, "kl": 0.02}, beta=0.5, steps=4)
     assert "barely moved" in flat and "raise hack_steps" in flat and "no clear difference" in flat
