@@ -210,6 +210,21 @@ def test_evaluation_lab(tmp_path):
     assert a["perplexity of the references"] < b["perplexity of the references"]
     assert a["rougeL"] > b["rougeL"]
     assert len(r["examples"]) == 16 and r["train"]["steps"] == 20
+    rp = r["rouge_precision_recall"]
+    short, chatty = rp["toy"][2], rp["toy"][4]
+    assert short["rouge1 precision"] == 0.5 and chatty["rouge1 recall"] == 1.0 > chatty["rouge1 precision"]
+    assert rp["before"]["rougeL fmeasure"] == pytest.approx(b["rougeL"])
+    mc = r["multiple_choice"]
+    assert set(mc) == {"same part of speech", "sibling"}
+    for kind, k in (("same part of speech", 4), ("sibling", 2)):
+        for when in ("before", "after"):
+            s = mc[kind][when]
+            assert s["questions"] == 12 and s["choices"] == k and s["chance"] == pytest.approx(1 / k)
+            assert all(0 <= s[f"accuracy ({x})"] <= 1 for x in ("sum", "mean", "per character"))
+    # a summed log-likelihood favours short answers more than the per-token mean does
+    assert mc["same part of speech"]["before"]["picked the shortest (sum)"] > \
+        mc["same part of speech"]["before"]["picked the shortest (mean)"]
+    assert set(r["multiple_choice_change"]) == {f"{k}, {x}" for k in mc for x in ("sum", "mean")}
 
 
 @pytest.mark.slow
@@ -240,6 +255,13 @@ def test_instruction_tuning_lab(tmp_path):
     rows = {b["task"]: b for b in r["baselines"]}
     assert set(rows) == set(r["tasks"]) and rows["arithmetic"]["metric"] == "exact result"
     assert all(set(b) == {"task", "metric", "zero-shot", "2-shot", "fine-tuned (answer only)"} for b in rows.values())
+    p = r["prompting"]
+    assert p["questions"] == 12 and p["max_new_tokens"] == 48 and p["shots"] == 4
+    s = {row["setting"]: row for row in p["settings"]}
+    assert list(s) == ["direct", "zero-shot CoT", "few-shot CoT", "few-shot answers", "fine-tuned"]
+    assert all(0 <= row["accuracy"] <= 1 and len(row["correct"]) == 12 for row in s.values())
+    assert s["few-shot CoT"]["prompt tokens"] > s["few-shot answers"]["prompt tokens"] > s["direct"]["prompt tokens"]
+    assert len(p["findings"]) == 6 and p["seconds"] > 0
 
 
 @pytest.mark.slow
@@ -252,6 +274,15 @@ def test_preference_alignment_lab(tmp_path):
     g = r["grpo"]
     assert len(g["reward"]) == 6 and g["reward_last"] > g["reward_first"]
     assert 0 <= g["greedy_accuracy_before"] <= 1 and 0 <= g["greedy_accuracy_after"] <= 1
+    sweep = r["dpo_beta_sweep"]["rows"]
+    assert [row["beta"] for row in sweep] == [0.1, 0.5]
+    assert all(row["kl"] > 0 and 0 <= row["accuracy"] <= 1 for row in sweep)
+    assert all(row["log_ratio_margin"] == pytest.approx(row["margin"] / row["beta"]) for row in sweep)
+    gr = r["gamed_reward"]
+    assert gr["before"]["kl"] == 0 and gr["no_kl"]["kl"] > 0 and gr["with_kl"]["kl"] > 0
+    assert gr["no_kl"]["reward"] > gr["before"]["reward"]           # the gamed reward is learned at β = 0
+    assert gr["with_kl"]["kl"] < gr["no_kl"]["kl"]                  # the KL penalty keeps the policy closer
+    assert len(gr["with_kl"]["train_kl"]) == 4 and gr["no_kl"]["train_kl"] == []   # TRL logs kl only when β > 0
 
 
 @pytest.mark.slow
@@ -284,3 +315,46 @@ def test_scaling_out_lab(tmp_path):
     assert run["world_size"] == run["processes"] == 2 and run["steps"] == 6   # the two processes met
     assert Path(run["saved_to"], "adapter_model.safetensors").exists()
     assert {"train.py", "accelerate_config.yaml", "README.md", "launch.slurm"} <= set(r["launch_files"])
+
+
+@pytest.mark.slow
+def test_data_lab(tmp_path):
+    r = run_lab("13_data.ipynb", tmp_path)
+    tasks = r["train_tasks"] + [r["heldout_task"]]
+    assert r["heldout_task"] not in r["train_tasks"] and r["single_task"] in r["train_tasks"]
+    loss = r["generalisation"]["answer_loss"]
+    assert set(loss) == {"base", "multi-task", "single-task"} and all(set(v) == set(tasks) for v in loss.values())
+    # each run learned the task it trained on most
+    assert loss["single-task"][r["single_task"]] < loss["base"][r["single_task"]]
+    assert all(0 <= v <= 1 for v in r["generalisation"]["unseen_rougeL"].values())
+    runs = r["data_runs"]
+    sizes = [16, 64]  # labs/params/ci.yaml, one epoch at 4 a step
+    assert [(x["examples"], x["steps"]) for x in runs[:2]] == [(16, 4), (64, 16)]
+    assert runs[-1]["held-out loss"] < r["base_loss"]  # 16 examples, repeated: the task is learned
+    assert r["noisy_changed"] == 32 and runs[2]["examples"] == 64 and runs[2]["wrong answers"] == 32
+    aug, rep = runs[3], runs[4]
+    assert aug["examples"] == 3 * sizes[0] and aug["steps"] == rep["steps"] == 12 and rep["examples"] == sizes[0]
+    si = r["self_instruct"]
+    assert len(si["rows"]) == 2 * 6 and si["pool"] == si["seeds"] + sum(row["kept"] for row in si["rows"])
+    assert all(row["kept"] == (row["why dropped"] == "") for row in si["rows"])
+    assert all(row["ROUGE-L"] < 0.7 for row in si["rows"] if row["kept"])
+
+
+@pytest.mark.slow
+def test_deployment_lab(tmp_path):
+    r = run_lab("14_deployment.ipynb", tmp_path)
+    sizes = {s["method"]: s for s in r["sizes"]}
+    full = sizes.pop("full fine-tuning")
+    assert full["file_bytes"] > 10 * max(s["file_bytes"] for s in sizes.values())
+    # a saved file is its trainable weights plus a header of a few hundred bytes a tensor
+    assert all(0 <= s["file_bytes"] - s["trainable_bytes"] <= 300 * s["tensors"] + 64 for s in [full, *sizes.values()])
+    assert sizes["prompt tuning, 20 tokens"]["trainable"] == 20 * 576  # N × hidden
+    assert sizes["prefix tuning, 20 tokens"]["trainable"] == 20 * 30 * 2 * 192  # N × layers × 2 × kv width
+    assert r["merge"]["lora_effect"] > 1e-3 and r["merge"]["max_abs_diff"] < 1e-3 * r["merge"]["lora_effect"]
+    assert len(r["latency"]["forward"]) == 7 and r["latency"]["forward"]["base"]["ratio"] == 1.0
+    assert all(len(v["times_s"]) == 4 and v["median_s"] > 0 for t in ("forward", "generation")
+               for v in r["latency"][t].values())
+    assert [t["method"] for t in r["trained"]] == ["prompt_tuning", "prompt_tuning"]
+    assert all(t["val_loss_after"] < t["val_loss_before"] for t in r["trained"])
+    assert r["mixed"]["prompt_tuning"]["rows"] == ["email", "define", "email", "define", "__base__"]
+    assert all(max(m["max_abs_logit_diff"]) <= 1e-3 for m in r["mixed"].values())
