@@ -18,7 +18,7 @@ from rouge_score import rouge_scorer
 
 from ftlab.catalog import DATA_DIR, DATASETS, load_records
 from ftlab.errors import DataError, check_int, check_number, check_strings
-from ftlab.evaluation import check_model
+from ftlab.evaluation import generate
 from ftlab.records import check_task_records, check_tokenizer
 
 SYNONYMS = "synonyms"
@@ -145,25 +145,11 @@ def instruction_prompts(tokenizer, pool, n: int, shots: int = 3, seed: int = 0) 
 
 def sample(model, tokenizer, prompts, max_new_tokens: int = 48, seed: int = 0, temperature: float = 0.8,
            top_p: float = 0.9) -> list[str]:
-    """Sampled completions of already-templated prompts (one batch, left-padded), reproducible through `seed`.
-    Self-Instruct samples (Wang et al. used temperature 0.7); greedy decoding makes a small model copy an
-    instruction from its prompt."""
-    check_model(model)
-    check_tokenizer(tokenizer)
-    prompts = check_strings("prompts", prompts, error=DataError)
-    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
+    """Sampled completions of already-templated prompts (ftlab.evaluation.generate at a temperature), repeatable
+    through `seed`. Self-Instruct samples (Wang et al. used temperature 0.7); greedy decoding makes a small model
+    copy an instruction from its prompt."""
     torch.manual_seed(check_int("seed", seed, 0))
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**enc.to(next(model.parameters()).device), max_new_tokens=max_new_tokens,
-                                 do_sample=True, temperature=check_number("temperature", temperature, 0, lo_open=True),
-                                 top_p=check_number("top_p", top_p, 0, 1, lo_open=True),
-                                 pad_token_id=tokenizer.pad_token_id)
-    finally:
-        tokenizer.padding_side = side
-    return [s.strip() for s in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return generate(model, tokenizer, prompts, max_new_tokens, temperature=temperature, top_p=top_p)
 
 
 def _why_dropped(text: str, score: float, threshold: float, min_words: int, max_words: int) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ftlab.batches import loss_batches
-from ftlab.errors import ConfigError, DataError, check_bool, check_choice, check_int, check_strings
+from ftlab.errors import ConfigError, DataError, check_bool, check_choice, check_int, check_number, check_strings
 from ftlab.records import check_conversations, check_tokenizer  # ftlab.align and ftlab.distill import them from here
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
@@ -72,11 +72,16 @@ def exact_match(predictions: list[str], references: list[str]) -> float:
     return sum(norm(p) == norm(r) for p, r in zip(predictions, references)) / len(references)
 
 
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 8) -> list[str]:
-    """Greedy completions of already-templated prompts, batched with left padding."""
+def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 8, *,
+             temperature: float | None = None, top_p: float = 1.0) -> list[str]:
+    """Completions of already-templated prompts, batched with left padding: greedy, or sampled at `temperature`
+    (with nucleus `top_p`; seed torch first for a repeatable draw) when a temperature is given."""
     prompts = check_strings("prompts", prompts, error=DataError)  # a bare string would be generated per character
     max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1)
     batch_size = check_int("batch_size", batch_size, 1)
+    decoding = {"do_sample": False} if temperature is None else {
+        "do_sample": True, "temperature": check_number("temperature", temperature, 0, lo_open=True),
+        "top_p": check_number("top_p", top_p, 0, 1, lo_open=True)}
     check_model(model)
     if not callable(getattr(model, "generate", None)):
         raise ConfigError("model", type(model).__name__, "a model that generates text (with .generate, e.g. "
@@ -95,8 +100,8 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 32, bat
             with torch.no_grad(), warnings.catch_warnings():
                 # peft says it ignores position ids for soft prompts on every call: true, and not the user's doing
                 warnings.filterwarnings("ignore", message="Position ids are not supported")
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id)
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     **decoding)
             new = gen[:, enc["input_ids"].shape[1]:]  # the prompt's tokens cut off
             out += [s.strip() for s in tokenizer.batch_decode(new, skip_special_tokens=True)]
     finally:

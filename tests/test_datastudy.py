@@ -104,3 +104,14 @@ def test_bad_arguments_name_their_field(call, field):
     with pytest.raises(FtlabError) as err:
         call()
     assert getattr(err.value, "field", None) == field or f"{field}=" in str(err.value), str(err.value)
+
+
+def test_sample_draws_repeatably_through_generate():
+    from ftlab.models import load_model
+    model, tok = load_model("smollm2-135m-instruct")
+    prompts = D.instruction_prompts(tok, D.SEED_INSTRUCTIONS, 2, seed=1)
+    first = D.sample(model, tok, prompts, max_new_tokens=8, seed=3)
+    assert len(first) == 2 and first == D.sample(model, tok, prompts, max_new_tokens=8, seed=3)
+    with pytest.raises(FtlabError) as err:
+        D.sample(model, tok, prompts, max_new_tokens=8, temperature=0)
+    assert "temperature=" in str(err.value)
