@@ -56,6 +56,9 @@ def main():
                     help="also bare TRL plus one of ftlab's parts at a time (the NaN guard, the reporting callback "
                          "with the live plots, a new thread each run, ftlab's one long-lived training thread), to "
                          "see which part costs what")
+    ap.add_argument("--runners", default="",
+                    help="comma-separated subset of the runners to time (e.g. 'ftlab,bare_trl,bare+ftlab thread'); "
+                         "default: all (ftlab and bare_trl, plus the ablation's with --ablate)")
     a = ap.parse_args()
 
     import datasets
@@ -113,6 +116,12 @@ def main():
             "bare+new thread": lambda: bare_run(thread="new"),
             "bare+ftlab thread": lambda: bare_run(thread="ftlab")})
     names = list(runners)
+    if a.runners:
+        names = [n.strip() for n in a.runners.split(",")]
+        unknown = [n for n in names if n not in runners]
+        if unknown or not {"ftlab", "bare_trl"} <= set(names):
+            ap.error(f"--runners={a.runners!r}: must name ftlab and bare_trl, from {list(runners)} "
+                     f"(unknown: {unknown})")
     results = {k: [] for k in names}
     for i in range(a.repeats):  # rotate the order so that no runner always goes first
         for name in names[i % len(names):] + names[:i % len(names)]:
@@ -120,7 +129,11 @@ def main():
             print(f"repeat {i + 1}: {name:>18} {results[name][-1]:9.1f} tokens/s", flush=True)
     import torch
     med = {k: statistics.median(v) for k, v in results.items()}
+    import datetime
+    import importlib.metadata as md
     summary = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+               "date": datetime.date.today().isoformat(),
+               "versions": {p: md.version(p) for p in ("torch", "transformers", "trl", "peft", "accelerate")},
                "settings": vars(a), "tokens_per_s": results, "median": med, "ratio": med["ftlab"] / med["bare_trl"],
                "ratios": {k: v / med["bare_trl"] for k, v in med.items()}}
     for k, v in med.items():

@@ -85,6 +85,22 @@ SETUPS = [
     S("llama-3.2-1b", "lora", bits=8, gc=True, r=16, batch=1),
 ]
 
+# The calculator's three corners furthest from what it was fitted on (issue #21, check 4), only to test it:
+# a 262k-token vocabulary with LoRA and no checkpointing in a hand-written loop, full fine-tuning of a 3B
+# model with paged 8-bit AdamW and checkpointing, 8-bit bases with LoRA and checkpointing. Run with
+# `--only corner`; none of these rows chose a constant.
+CORNERS = [
+    S("gemma-3-270m", "lora", corner="large vocabulary"),
+    S("gemma-3-270m", "lora", batch=8, corner="large vocabulary"),
+    S("gemma-3-270m", "lora", batch=2, seq=1024, corner="large vocabulary"),
+    S("smollm2-1.7b", "lora", bits=8, gc=True, r=16, corner="8-bit + checkpointing"),
+    S("smollm2-1.7b", "lora", bits=8, gc=True, r=16, batch=2, seq=1024, corner="8-bit + checkpointing"),
+    S("llama-3.2-3b", "full", batch=2, gc=True, optimizer="paged_adamw_8bit", corner="3B full, paged 8-bit AdamW"),
+    S("llama-3.2-3b", "full", batch=4, seq=1024, gc=True, optimizer="paged_adamw_8bit",
+      corner="3B full, paged 8-bit AdamW"),
+]
+SETUPS += CORNERS
+
 
 def hf_config(arch: str):
     from transformers import AutoConfig
