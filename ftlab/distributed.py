@@ -63,6 +63,13 @@ def trainer_overrides(layout: Layout, cfg: TrainConfig) -> dict:
     return {"ddp_find_unused_parameters": False}
 
 
+def use_local_gpu() -> None:
+    """Each process of a launch its own GPU (torchrun's LOCAL_RANK) before anything lands on "cuda": without it
+    every process loads its copy of the model onto GPU 0 first (4-bit ones, placed with device_map, stay there)."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
 def deepspeed_cpu_state() -> None:
     """DeepSpeed on CPU processes (DS_ACCELERATOR=cpu, gloo), for a try or a test: accelerate will not set it up
     itself (its state picks no backend without a GPU, and cpu=True turns DeepSpeed off, which leaves plain DDP),

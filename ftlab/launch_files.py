@@ -107,7 +107,7 @@ import torch.distributed as dist  # noqa: E402
 
 from ftlab.config import TrainConfig  # noqa: E402
 from ftlab.data import sft_data  # noqa: E402
-from ftlab.distributed import trainer_overrides  # noqa: E402
+from ftlab.distributed import trainer_overrides, use_local_gpu  # noqa: E402
 from ftlab.layout import Layout  # noqa: E402
 from ftlab.models import load_for  # noqa: E402
 from ftlab.train import finetune  # noqa: E402
@@ -117,19 +117,19 @@ def main():
     with open(os.path.join(HERE, "config.json")) as f:
         cfg = TrainConfig(**json.load(f))
     layout = Layout.build(**LAYOUT, bits=cfg.effective_bits, optimizer=cfg.optimizer)
-    # on CPU processes the world is what torchrun started; on GPUs it must be the layout's
     world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-    want = world if CPU else layout.world
+    want = world if CPU else layout.world  # on CPU processes what torchrun started; on GPUs the layout's
     if world != want:
         sys.exit(f"train.py: {{world}} processes were started, the layout ({{layout}}) needs {{want}}")
+    use_local_gpu()  # each process its own GPU (if any) before the model loads onto "cuda"
     overrides = trainer_overrides(layout, cfg)
     # 4-bit weights packed as bf16 can be split like any other weight (FSDP + QLoRA); uint8 ones cannot
     storage = "bfloat16" if cfg.effective_bits == 4 and layout.shards_weights else None
     model, tokenizer = load_for(cfg, quant_storage=storage)
     # each process takes batch_size records a step: enough records for the global batch of every step
     train, val = sft_data(dataclasses.replace(cfg, batch_size=cfg.batch_size * world), tokenizer)
-    listeners = [print_step] if rank == 0 else []
-    result, _ = finetune(cfg, train, val, model=model, tokenizer=tokenizer, listeners=listeners, **overrides)
+    result, _ = finetune(cfg, train, val, model=model, tokenizer=tokenizer, layout=layout,
+                         listeners=[print_step] if rank == 0 else [], **overrides)
     real = dist.get_world_size() if dist.is_initialized() else 1  # the group training really ran in
     if real != want:
         sys.exit(f"train.py: trained in a group of {{real}} processes, expected {{want}} (see README.md)")

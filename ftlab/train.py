@@ -23,6 +23,7 @@ from ftlab.config import TrainConfig
 from ftlab.distributed import rank, save_on_main, shards_weights
 from ftlab.errors import CheckpointError, ConfigError, DataError, FtlabError, check_int, check_listeners, check_text
 from ftlab.guard import GoodWeights, OutOfMemory, TrainingFailed, oom_message
+from ftlab.layout import Layout
 from ftlab.memory import estimate_memory
 from ftlab.methods import apply_method, check_setup, trainable_parameters
 from ftlab.records import check_sft_records
@@ -61,14 +62,20 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     from trl import SFTTrainer
     check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
                         sft_overrides=sft_overrides)
-    trainer, cb = build_trainer(SFTTrainer, sft_config(cfg, eval_steps=eval_steps, **sft_overrides), model=model,
-                                tokenizer=tokenizer, train_records=train_records, eval_records=eval_records,
-                                listeners=listeners, callback=callback, extra_callbacks=extra_callbacks)
+    before = bool(eval_records and eval_before and not resume_from)  # the held-out loss at step 0: "did it learn"
+    # Under DeepSpeed an evaluate() before train() leaves an inference engine in the trainer, and train() then
+    # builds no training engine (its first backward fails on None): the trainer's own eval_on_start evaluates at
+    # step 0 inside train(), once the engine exists. Elsewhere the evaluation runs before, as it always did.
+    in_loop = {"eval_on_start": True} if before and sft_overrides.get("deepspeed") else {}
+    trainer, cb = build_trainer(SFTTrainer, sft_config(cfg, eval_steps=eval_steps, **in_loop, **sft_overrides),
+                                model=model, tokenizer=tokenizer, train_records=train_records,
+                                eval_records=eval_records, listeners=listeners, callback=callback,
+                                extra_callbacks=extra_callbacks)
     _account_for_truncation(trainer, cb.result, len(train_records), len(eval_records or []), cfg.seq_len)
     # split weights (ZeRO-3, FSDP): no copy to put back, a non-finite loss still stops the run
     guard = GoodWeights(max_params=-1) if shards_weights(sft_overrides) else GoodWeights()
     trainer.add_callback(guard)
-    if eval_records and eval_before and not resume_from:  # the held-out loss at step 0: "did it learn"
+    if before and not in_loop:
         trainer.evaluate()  # logged at step 0 through the callback
     if resume_from:  # the loss curve goes on from where it stopped
         cb.load_history(resume_from)
@@ -96,10 +103,11 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
 
 
 def check_run_arguments(cfg, train_records, eval_records=None, *, listeners=None, eval_steps=None,
-                        sft_overrides: dict | None = None) -> None:
+                        sft_overrides: dict | None = None, layout=None) -> None:
     """What a training run is handed, checked before any weights load or the trainer tokenises: a valid
     TrainConfig (validated again: a field changed after creation is caught here), the records' shape, the
-    listeners, eval_steps, and SFTConfig overrides that exist (a misspelt one is named with the nearest)."""
+    listeners, eval_steps, the layout, and SFTConfig overrides that exist (a misspelt one is named with the
+    nearest)."""
     if not isinstance(cfg, TrainConfig):
         raise ConfigError("cfg", cfg, "a TrainConfig (ftlab.config.TrainConfig(model=..., method=..., ...))")
     cfg.validate()
@@ -109,6 +117,8 @@ def check_run_arguments(cfg, train_records, eval_records=None, *, listeners=None
     check_listeners(listeners)
     if eval_steps is not None:
         check_int("eval_steps", eval_steps, 1)
+    if layout is not None and not isinstance(layout, Layout):
+        raise ConfigError("layout", layout, "None or a ftlab.layout.Layout (Layout.build(num_gpus=..., strategy=...))")
     if sft_overrides:
         # lazy: trl takes ~0.7 s more to import (on top of torch and transformers); only a run needs it
         from trl import SFTConfig
@@ -151,8 +161,8 @@ def _account_for_truncation(trainer, result: TrainResult, n_train: int, n_eval: 
 
 def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = None, *, model=None, tokenizer=None,
              listeners: list | None = None, callback: ReportCallback | None = None, eval_steps: int | None = None,
-             save: bool = True, eval_before: bool = True, apply: bool = True,
-             resume: bool = False, data_name: str | None = None, **sft_overrides) -> tuple[TrainResult, object]:
+             save: bool = True, eval_before: bool = True, apply: bool = True, resume: bool = False,
+             data_name: str | None = None, layout=None, **sft_overrides) -> tuple[TrainResult, object]:
     """Everything a Run button does: load the base (unless given), apply cfg.method, train with SFTTrainer,
     and save what was trained (also after a Stop: the last completed step) to `output_dir/adapter`.
 
@@ -161,9 +171,10 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
     arguments go to the SFTConfig (e.g. completion_only_loss=False). Returns (TrainResult, model).
     Once training starts, the run leaves `output_dir/run.json` (ftlab.results.run_record), also after a Stop
     or a failure; data_name says what the records are there (default cfg.dataset: an embedded name or a file).
+    layout: the Layout the processes run under (write_launch's train.py gives it): run.json's estimate is per GPU.
     """
     check_run_arguments(cfg, train_records, eval_records, listeners=listeners, eval_steps=eval_steps,
-                        sft_overrides=sft_overrides)
+                        sft_overrides=sft_overrides, layout=layout)
     data_name = cfg.dataset if data_name is None else check_text("data_name", data_name)
     if model is not None:
         if isinstance(model, tuple):
@@ -205,7 +216,7 @@ def finetune(cfg, train_records: list[dict], eval_records: list[dict] | None = N
         error = e
         raise
     finally:
-        _write_record(cfg, callback.result, model, peak, error, time.perf_counter() - t0, data=data_name,
+        _write_record(cfg, callback.result, model, peak, error, time.perf_counter() - t0, layout, data=data_name,
                       train_examples=len(train_records), eval_examples=len(eval_records or []))
     return result, model
 
@@ -225,7 +236,8 @@ class _PeakMemory:
             self.kind = "GPU peak allocated" if "peak_memory_gib" in event else "CPU peak RSS"
 
 
-def _write_record(cfg, result: TrainResult, model, peak: _PeakMemory, error, wall_s: float, **facts) -> None:
+def _write_record(cfg, result: TrainResult, model, peak: _PeakMemory, error, wall_s: float, layout=None,
+                  **facts) -> None:
     """output_dir/run.json for this run (the first process alone writes it). A failure before the trainer's
     end has no closed result: its steps are the last logged and its seconds the wall time. Writing it never
     hides how the run ended: a record that cannot be written is a warning."""
@@ -235,9 +247,12 @@ def _write_record(cfg, result: TrainResult, model, peak: _PeakMemory, error, wal
         result.steps = result.steps or (result.losses[-1][0] if result.losses else 0)
         result.seconds = wall_s
     try:
-        est = estimate_memory(cfg)
+        fields = ("num_gpus", "strategy", "num_machines", "offload_optimizer", "offload_params")
+        shape = {} if layout is None else {k: getattr(layout, k) for k in fields}
+        est = estimate_memory(cfg, **shape)
+        under = f", per GPU under {layout}" if layout is not None else ""
         estimated = {"memory_estimated_gib": est.peak_allocated_gib,
-                     "memory_estimated_kind": f"GPU peak allocated on {cfg.gpu} (estimate)"}
+                     "memory_estimated_kind": f"GPU peak allocated on {cfg.gpu} (estimate{under})"}
     except Exception as e:  # a hub id offline, a model the calculator cannot read: the run is recorded all the same
         estimated = {"memory_estimated_gib": None, "memory_estimated_kind": f"no estimate ({str(e)[:200]})"}
     measured = {"memory_measured_gib": peak.gib, "memory_measured_kind": peak.kind or "not measured (no step logged)"}

@@ -49,10 +49,6 @@ VARIANTS = {
     "zero3_full": ("zero3", "full", 32),  # DeepSpeed ZeRO-3, full fine-tuning, the same
     "fsdp_qlora": ("fsdp", "qlora", 4),   # QLoRA under FSDP2: 4-bit NF4 packed as bf16
 }
-# transformers' Trainer under DeepSpeed after an evaluate() before train() (finetune's eval_before=True, what the
-# written train.py does): the evaluation wrapped the model in an inference engine, train() then prepares the
-# optimizer alone and accelerate has no engine to run backward on
-DEEPSPEED_EVAL = "'NoneType' object has no attribute 'backward'"
 ABORT = "terminate called without an active exception"  # DeepSpeed, at exit, now and then (shared/STACK.md)
 PROBE_FILE, PROBE_TAG, PROBE_OMP = "FTLAB_SCALE_PROBE_FILE", "FTLAB_SCALE_TAG", "FTLAB_SCALE_OMP"
 GIB = 2**30
@@ -248,19 +244,12 @@ def estimate_row(cfg: TrainConfig, strategy: str) -> dict:
             "fits": str(est.fits) if est.fits is not None else None, "text": str(est)}
 
 
-def run_variant(name: str, args, model: str, gpu: str, work: Path, probe_dir: Path | None, cuda: bool,
-                no_eval_before: bool = False) -> dict:
-    """One set-up through write_launch + run_launch. no_eval_before: the written train.py's finetune call
-    edited to eval_before=False (a workaround row, not ftlab's launch path as written; see DEEPSPEED_EVAL)."""
+def run_variant(name: str, args, model: str, gpu: str, work: Path, probe_dir: Path | None, cuda: bool) -> dict:
+    """One set-up through write_launch + run_launch, the written train.py run as it is."""
     from ftlab.distributed import run_launch, write_launch
     strategy, method, bits = VARIANTS[name]
-    label = name + ("+no_eval_before" if no_eval_before else "")
-    row = {"name": label, "strategy": strategy, "method": method, "bits": bits, "ran": False, "error": None,
-           "train_py_as_written": not no_eval_before}
-    if no_eval_before:
-        row["workaround"] = ("the written train.py edited: finetune(..., eval_before=False), because the row as "
-                             f"written failed with {DEEPSPEED_EVAL!r} (transformers' Trainer after an evaluate() "
-                             "under DeepSpeed); not ftlab's launch path as it stands")
+    label = name
+    row = {"name": label, "strategy": strategy, "method": method, "bits": bits, "ran": False, "error": None}
     out_dir, launch = work / label / "run", work / label / "launch"
     try:
         cfg = TrainConfig(model=model, method=method, bits=bits, max_steps=args.steps, batch_size=args.batch,
@@ -279,13 +268,6 @@ def run_variant(name: str, args, model: str, gpu: str, work: Path, probe_dir: Pa
         row["error"] = f"write_launch refused: {type(e).__name__}: {e}"
         return row
     row["launch_files"] = sorted(files)
-    if no_eval_before:
-        text = Path(files["train.py"]).read_text()
-        call = "listeners=listeners, **overrides)"
-        if call not in text:
-            row["error"] = f"workaround not applied: train.py no longer has {call!r}"
-            return row
-        Path(files["train.py"]).write_text(text.replace(call, "listeners=listeners, eval_before=False, **overrides)"))
     events, tag = [], f"{os.getpid()}-{label}"
     probe_file = work / label / "probe.json"
     env = {PROBE_TAG: tag, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -363,9 +345,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--timeout", type=float, default=None, help="seconds a launch may take (killed after)")
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--no-probe", action="store_true")
-    ap.add_argument("--no-workaround", dest="workaround", action="store_false",
-                    help="do not rerun a ZeRO row that failed at its first backward (after the evaluation before "
-                    "training) with the written train.py's finetune called with eval_before=False")
     args = ap.parse_args(argv)
     import torch
     cuda = torch.cuda.is_available()
@@ -392,7 +371,7 @@ def main(argv=None) -> dict:
                                                         for n in names},
                 "launch": "ftlab.distributed.write_launch(cfg, folder, strategy=..., num_gpus=1) then "
                           "run_launch(folder, 1): torchrun --nproc_per_node 1 train.py",
-                "probe": not args.no_probe, "workaround": args.workaround, "workdir": str(work)}
+                "probe": not args.no_probe, "workdir": str(work)}
     out = {"what": "ftlab's launch path (write_launch + run_launch: train.py under torchrun) at world size 1 for "
                    "FSDP2 and ZeRO-3 full fine-tuning and QLoRA under FSDP2 (4-bit packed as bf16): the per-GPU "
                    "estimate beside rank 0's measured peak, the losses, the wall time",
@@ -408,12 +387,6 @@ def main(argv=None) -> dict:
         rows.append(row)
         print(summary_line(row, cuda), flush=True)
         Path(args.out).write_text(json.dumps(out, indent=1, default=str))  # what ran so far
-        if VARIANTS[name][0].startswith("zero") and DEEPSPEED_EVAL in (row.get("error") or "") and args.workaround:
-            print(f"[{name}] again, the written train.py's finetune called with eval_before=False ...", flush=True)
-            row = run_variant(name, args, model, gpu, work, probe_dir, cuda, no_eval_before=True)
-            rows.append(row)
-            print(summary_line(row, cuda), flush=True)
-            Path(args.out).write_text(json.dumps(out, indent=1, default=str))
     out["complete"] = True
     Path(args.out).write_text(json.dumps(out, indent=1, default=str))
     print(f"wrote {args.out}")

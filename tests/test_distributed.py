@@ -40,16 +40,27 @@ strategy, _, offload = mode.partition("+")  # "zero2+offload": the optimizer on 
 over = trainer_overrides(Layout.build(num_gpus=world, strategy=strategy, offload_optimizer=offload == "offload"), cfg)
 model, tok = load_for(cfg)
 train, _ = sft_data(dataclasses.replace(cfg, batch_size=4), tok)  # the same records whatever the world
-steps = []
-result, model = finetune(cfg, train, None, model=model, tokenizer=tok, eval_before=False,
-                         listeners=[lambda e: steps.append(e["loss"]) if e["kind"] == "step" else None], **over)
+steps, evals = [], []
+# "+eval": validation records and the held-out loss before training too, as the launch files' train.py runs
+val = sft_data(dataclasses.replace(cfg, eval_examples=4), tok)[1] if mode.endswith("+eval") else None
+
+
+def listen(e):
+    if e["kind"] == "step":
+        steps.append(e["loss"])
+    elif e["kind"] == "eval":
+        evals.append((e["step"], e["eval_loss"]))
+
+
+result, model = finetune(cfg, train, val, model=model, tokenizer=tok, eval_before=val is not None,
+                         listeners=[listen], **over)
 ids = torch.tensor([tok("Subject line for an email about the quarterly report")["input_ids"]])
 with torch.no_grad():  # every rank: under ZeRO-3 the forward gathers the weights from all of them
     logits = model(input_ids=ids).logits.float()
 if int(os.environ.get("RANK", "0")) == 0:
     torch.save(logits, os.path.join(out, "logits.pt"))
     with open(os.path.join(out, "run.json"), "w") as f:
-        json.dump({"world": dist.get_world_size() if dist.is_initialized() else 1, "losses": steps,
+        json.dump({"world": dist.get_world_size() if dist.is_initialized() else 1, "losses": steps, "evals": evals,
                    "saved_to": result.saved_to, "distributed_type": str(PartialState().distributed_type),
                    "partitioned": any(hasattr(p, "ds_id") and p.numel() == 0 for p in model.parameters()),
                    "optimizer_on_cpu": bool(over.get("deepspeed", {}).get("zero_optimization", {})
@@ -116,14 +127,17 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tiny_fol
     assert reloaded == pytest.approx(torch.load(tmp_path / "two" / "logits.pt"), rel=1e-4, abs=1e-5)
 
 
-@pytest.mark.parametrize("stage", ["zero2", "zero3", "zero2+offload"])
+@pytest.mark.parametrize("stage", ["zero2", "zero3+eval", "zero2+offload"])
 def test_deepspeed_zero_on_cpu_saves_a_whole_adapter_that_reloads_in_one_process(tiny_folder, tmp_path, stage):
     run = _child(tmp_path, stage, tiny_folder, tmp_path / stage, 2, 2, DS_ACCELERATOR="cpu")
     assert run["world"] == 2 and "DEEPSPEED" in run["distributed_type"]
-    assert run["partitioned"] == (stage == "zero3")  # ZeRO-3 really split the weights in the run
+    assert run["partitioned"] == stage.startswith("zero3")  # ZeRO-3 really split the weights in the run
     if stage.endswith("offload"):  # the run had the optimizer offloaded, and trained: DeepSpeed refuses the trainer's
         assert run["optimizer_on_cpu"]  # AdamW with it unless zero_force_ds_cpu_optimizer is False (a crash before)
     assert len(run["losses"]) == 4 and run["losses"][-1] < run["losses"][0]
+    if stage.endswith("+eval"):  # the held-out loss before (step 0) and after: an evaluation before training used
+        # to leave DeepSpeed's inference engine in the trainer, and the first backward failed on None
+        assert [s for s, _ in run["evals"]] == [0, 4] and run["evals"][1][1] < run["evals"][0][1], run["evals"]
     reloaded = _reload_logits(tiny_folder, run["saved_to"])
     trained = torch.load(tmp_path / stage / "logits.pt")
     # the whole gathered tensors were saved: the same logits, to float32 rounding
@@ -214,6 +228,11 @@ def test_write_launch_files_run_as_written_on_two_cpu_processes(tiny_folder, tmp
     assert done["world_size"] == 2 and done["steps"] == 2 and len(done["losses"]) == 2
     assert [e["step"] for e in events if e["kind"] == "step"] == [1, 2]
     assert os.path.exists(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    # run.json's estimate is the layout's, per GPU (it was one GPU's), and says so
+    from ftlab.memory import estimate_memory
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "per GPU under" in record["memory_estimated_kind"] and "2 GPUs" in record["memory_estimated_kind"]
+    assert record["memory_estimated_gib"] == estimate_memory(cfg, num_gpus=2, strategy="ddp").peak_allocated_gib
     with pytest.raises(ConfigError) as e:
         run_launch(tmp_path, 2)
     assert e.value.field == "folder"
