@@ -41,8 +41,9 @@ def arithmetic(n: int, seed: int = 0, max_value: int = 999) -> list[dict]:
         a, b = rng.randint(10, max_value), rng.randint(10, max_value)
         op = rng.choice("+-*")
         if op == "+":
-            ha, hb = a - a % 100, b - b % 100
-            steps = f"{a} + {b} = {ha} + {hb} + {a % 100} + {b % 100} = {ha + hb} + {a % 100 + b % 100} = {a + b}"
+            unit = 100 if max(a, b) >= 100 else 10  # by hundreds, or by tens when both are under 100 (no "0 + 0")
+            ha, hb = a - a % unit, b - b % unit
+            steps = f"{a} + {b} = {ha} + {hb} + {a % unit} + {b % unit} = {ha + hb} + {a % unit + b % unit} = {a + b}"
         elif op == "-":
             a, b = max(a, b), min(a, b)
             hb = b - b % 10
@@ -56,19 +57,38 @@ def arithmetic(n: int, seed: int = 0, max_value: int = 999) -> list[dict]:
     return rows
 
 
-def _arithmetic_split(split: str, n: int | None, seed: int) -> list[dict]:
+def _arithmetic_split(split: str, n: int | None, seed: int, max_value: int = 999) -> list[dict]:
     """One seeded stream of unique questions: 200 for test, 200 for validation, the rest for training,
     so no question is in two splits."""
     want = 400 + (n or 2000)
     pool, seen, k = [], set(), 0
     while len(pool) < want:
-        for r in arithmetic(want, seed=seed * 1000 + k):
+        before = len(pool)
+        for r in arithmetic(want, seed=seed * 1000 + k, max_value=max_value):
             if r["question"] not in seen and len(pool) < want:
                 seen.add(r["question"])
                 pool.append(r)
         k += 1
+        if len(pool) == before:  # a whole round found nothing new: the operands allow no more questions
+            raise DataError(f"max_value={max_value} allows only {len(pool)} different sums, fewer than the "
+                            f"{want} the three splits need with n={n} (200 test, 200 validation, then training); "
+                            "raise max_value or ask for fewer", field="max_value")
     start = {"test": 0, "validation": 200, "train": 400}[split]
     return pool[start:start + (n or (2000 if split == "train" else 200))]
+
+
+def arithmetic_records(split: str = "train", n: int | None = None, seed: int = 0, max_value: int = 999) -> list[dict]:
+    """load_records("arithmetic", split, n, seed) with operands from 10 to `max_value` (999 there): smaller
+    numbers give sums a small model sometimes gets right. The splits share no question, as there."""
+    max_value = check_int("max_value", max_value, 10, error=DataError)
+    if split not in SPLITS:
+        raise DataError(f"split={split!r} is not allowed: one of {list(SPLITS)}", field="split")
+    if n is not None:
+        n = check_int("n", n, 1, error=DataError)
+    seed = check_int("seed", seed, 0, error=DataError)
+    _, task, fmap = DATASETS["arithmetic"]
+    return [{**r, "source": r[fmap["source"]], "target": r[fmap["target"]], "task": task}
+            for r in _arithmetic_split(split, n, seed, max_value)]
 
 
 def load_records(name: str, split: str = "train", n: int | None = None, seed: int = 0) -> list[dict]:

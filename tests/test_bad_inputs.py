@@ -81,6 +81,11 @@ def records(name, split="train", **kw):
     return lambda tmp: load_records(name, split, **kw)
 
 
+def sums(split="train", **kw):
+    from ftlab.catalog import arithmetic_records
+    return lambda tmp: arithmetic_records(split, **kw)
+
+
 def sft(train, eval_records=None):
     """train_sft's checks on records happen before the model or tokenizer is touched."""
     def f(tmp):
@@ -328,6 +333,11 @@ CASES = [
     ("n = 0", records("definitions", n=0), ["n", "0", "integer ≥ 1"], DataError),
     ("n a float", records("definitions", n=2.5), ["n", "2.5", "integer"], DataError),
     ("seed negative (data)", records("definitions", seed=-3), ["seed", "-3", "integer ≥ 0"], DataError),
+    ("sums' max_value under 10", sums(max_value=9), ["max_value", "9", "integer ≥ 10"], DataError),
+    ("sums' max_value a string", sums(max_value="30"), ["max_value", "'30'", "integer"], DataError),
+    ("sums' max_value too small for n", sums(max_value=12),
+     ["max_value=12", "only 309 different sums", "raise max_value"], DataError),
+    ("sums' unknown split", sums("dev"), ["split", "'dev'", "'validation'"], DataError),
     # --- records handed to training ---------------------------------------------------------------------------
     ("training records a dict", sft(PC), ["train_records", "dict", "a list of records", "put it in a list"], DataError),
     ("training records a string", sft("2+2? 4"), ["train_records", "str", "a list of records"], DataError),
@@ -356,6 +366,8 @@ CASES = [
      DataError),
     # --- finetune / train_sft: everything checked before the base loads ------------------------------------------
     ("finetune: a dict as cfg", run_with(cfg={"method": "lora"}), ["cfg", "'method': 'lora'", "a TrainConfig"],
+     ConfigError),
+    ("finetune: a strategy name as layout", run_with(layout="zero3"), ["layout", "'zero3'", "ftlab.layout.Layout"],
      ConfigError),
     ("finetune: task records, not prompt/completion", run_with(records=[{"source": "a", "target": "b"}]),
      ["train_records[0]", "['source', 'target']", "'prompt' and 'completion'"], DataError),

@@ -46,6 +46,22 @@ def test_arithmetic_is_seeded_and_its_worked_steps_are_right():
     assert not (splits["validation"] & splits["test"])
 
 
+def test_small_sums_keep_their_operands_and_splits_apart():
+    from ftlab.catalog import arithmetic_records
+    assert arithmetic_records("validation", n=5) == load_records("arithmetic", "validation", n=5)  # 999: the same
+    small = {s: arithmetic_records(s, n=None if s != "train" else 300, max_value=30)
+             for s in ("train", "validation", "test")}
+    assert [len(v) for v in small.values()] == [300, 200, 200]
+    questions = {s: {r["question"] for r in v} for s, v in small.items()}
+    assert not (questions["train"] & questions["validation"]) and not (questions["validation"] & questions["test"])
+    for r in small["validation"]:
+        a, op, b = r["question"].removeprefix("What is ").rstrip("?").split()
+        assert 10 <= int(a) <= 30 and (op == "*" or 10 <= int(b) <= 30), r["question"]
+        assert r["source"] == r["question"] and r["target"] == r["answer"] and r["task"] == "arithmetic"
+        assert all(eval(step) == r["result"] for step in r["answer"].split(" = ")[1:]), r["answer"]
+        assert not r["answer"].split(" = ")[1].startswith("0 + 0 + ")  # by tens, not by (empty) hundreds
+
+
 def test_unknown_dataset_and_split_are_named():
     with pytest.raises(DataError, match="dataset='nope' is unknown: one of"):
         load_records("nope")
