@@ -87,7 +87,7 @@ BENCH=(python3 scripts/bench_throughput.py "${SIZE[@]}")
 SMALL=(); [[ -z $SMOKE ]] || SMALL=(--smoke)
 
 step oom 90 python3 -m pytest -q -m gpu tests/test_reliability.py -p no:cacheprovider --junitxml="$OUT/oom_tests.xml"
-step kbit 90 python3 scripts/kbit_checkpointing.py --out "$OUT/kbit_checkpointing.json" "${SMALL[@]}"
+step kbit 120 python3 scripts/kbit_checkpointing.py --out "$OUT/kbit_checkpointing.json" --timeout 100 "${SMALL[@]}"
 step throughput 100 "${BENCH[@]}" --method lora --out "$OUT/throughput_lora.json"
 step throughput 60 "${BENCH[@]}" --method full --out "$OUT/throughput_full.json"
 [[ -z $SMOKE ]] || CHECKS=${CHECKS//corners/}  # measure_memory.py builds its models on CUDA
