@@ -16,7 +16,8 @@ import torch.distributed as dist
 
 from ftlab.config import TrainConfig
 from ftlab.errors import ConfigError, FtlabError, check_int, check_listeners
-from ftlab.launch_files import CPU_ENV, deepspeed_config, free_port, run_launch, write_launch
+from ftlab.launch_files import CPU_ENV, deepspeed_config, write_launch
+from ftlab.launch_run import free_port, run_launch
 from ftlab.layout import FSDP, Layout
 from ftlab.method_table import METHODS
 from ftlab.report import ReportCallback

@@ -4,18 +4,13 @@ with the exact commands (accelerate launch, torchrun, SLURM's launch.slurm, and 
 Torch-free: the DeepSpeed config (deepspeed_config) is plain data, which ftlab.distributed hands to the trainer."""
 from __future__ import annotations
 
-import collections
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 from ftlab.config import TrainConfig
-from ftlab.errors import ConfigError, FtlabError, check_int, check_text
+from ftlab.errors import ConfigError, check_int, check_text
 from ftlab.layout import FSDP, Layout
 
 # the variable the written train.py reads to run on CPU processes (gloo) instead of GPUs: a try before a GPU run
@@ -246,55 +241,4 @@ def write_launch(cfg, folder, *, strategy: str = "ddp", num_gpus: int = 1, num_m
     return out
 
 
-def free_port() -> int:  # a port free on this machine now: two runs (or a test) on one machine must not meet
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def run_launch(folder, num_processes: int, *, listeners: list | None = None, cpu: bool | None = None,
-               timeout_s: float | None = None) -> dict:
-    """Run the train.py that write_launch wrote in `folder` as `torchrun --nproc_per_node num_processes` (one
-    machine), from a notebook or a script: a separate process tree, so it works whatever this kernel has touched
-    (CUDA, bitsandbytes), unlike a fork. The first process's training events reach `listeners` here as they
-    come; returns its summary (world_size, steps, losses, seconds, saved_to). `cpu`: CPU processes over gloo
-    (default: when this machine has no CUDA GPU). A failed run raises FtlabError with the end of its output."""
-    folder = Path(check_text("folder", os.fspath(folder) if isinstance(folder, os.PathLike) else folder))
-    if not (folder / "train.py").is_file():
-        raise ConfigError("folder", str(folder), "a folder write_launch wrote (it has no train.py)")
-    n = check_int("num_processes", num_processes, 1)
-    if cpu is None:
-        import torch  # lazy: only a launch asks whether there is a GPU; the calculator's imports stay torch-free
-        cpu = not torch.cuda.is_available()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if cpu:
-        env.update({CPU_ENV: "1", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // n))})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port", str(free_port()),
-           "train.py"]
-    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    timer = threading.Timer(timeout_s, proc.kill) if timeout_s else None
-    if timer:
-        timer.start()
-    tail, summary = collections.deque(maxlen=40), None
-    try:
-        for line in proc.stdout:
-            if line.startswith(EVENT):
-                for listener in listeners or []:
-                    listener(json.loads(line[len(EVENT):]))
-            elif line.startswith(RESULT):
-                summary = json.loads(line[len(RESULT):])
-            else:
-                tail.append(line.rstrip())
-        code = proc.wait()
-    finally:
-        if timer:
-            timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-    if code != 0 or summary is None:
-        raise FtlabError(f"run_launch: torchrun in {folder} ended with exit code {code}" +
-                         (" (killed after timeout_s)" if timer and code < 0 else "") + ":\n" + "\n".join(tail))
-    return summary
-
-
-__all__ = ["CPU_ENV", "accelerate_yaml", "deepspeed_config", "free_port", "run_launch", "write_launch"]
+__all__ = ["CPU_ENV", "EVENT", "RESULT", "accelerate_yaml", "deepspeed_config", "write_launch"]

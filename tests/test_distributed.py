@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -96,7 +97,7 @@ def _child(tmp_path, mode, model_dir, out, batch, nproc, **env):
 
 
 def _port() -> int:
-    from ftlab.launch_files import free_port
+    from ftlab.launch_run import free_port
     return free_port()
 
 
@@ -236,6 +237,34 @@ def test_write_launch_files_run_as_written_on_two_cpu_processes(tiny_folder, tmp
     with pytest.raises(ConfigError) as e:
         run_launch(tmp_path, 2)
     assert e.value.field == "folder"
+
+
+def test_run_launch_stopped_at_its_timeout_leaves_no_worker_behind(tiny_folder, tmp_path, monkeypatch):
+    """torchrun's workers run in sessions of their own: killing torchrun alone left them training (and holding
+    their GPU memory). At timeout_s torchrun is asked to stop them (SIGTERM), then killed if it hangs."""
+    import psutil
+    from ftlab.distributed import run_launch, write_launch
+    from ftlab.errors import FtlabError
+    cfg = TrainConfig(model=tiny_folder, method="lora", max_steps=10_000, batch_size=1, seq_len=128,
+                      output_dir=str(tmp_path / "run"))
+    folder = tmp_path / "launch"
+    write_launch(cfg, folder, strategy="ddp", num_gpus=2)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # kept: run_launch no longer overrides the caller's setting
+    with pytest.raises(ConfigError, match=r"timeout_s=0(\.0)? is not allowed: a finite number > 0"):
+        run_launch(folder, 2, cpu=True, timeout_s=0)
+    with pytest.raises(FtlabError) as stopped:
+        run_launch(folder, 2, cpu=True, timeout_s=8)
+    assert "stopped after timeout_s=8" in str(stopped.value), str(stopped.value)[-3000:]
+
+    def workers():  # torchrun and the processes it started, found by their working folder and script
+        return [(p.pid, p.info["status"], p.info["cmdline"]) for p in psutil.process_iter(["cwd", "cmdline", "status"])
+                if p.info["cwd"] == str(folder) and p.info["status"] != psutil.STATUS_ZOMBIE
+                and any("train.py" in a for a in p.info["cmdline"] or [])]
+    deadline = time.time() + 30  # SIGTERM is handled, not instant (torchrun gets 15 s before a SIGKILL)
+    while workers() and time.time() < deadline:
+        time.sleep(0.5)
+    assert workers() == []
 
 
 def test_write_launch_zero3_several_machines_writes_deepspeed_and_slurm_files(tmp_path):
