@@ -21,7 +21,7 @@
 #               (last: it gets what the budget leaves; rerun it alone with CHECKS=scale_out if cut short)
 #   ablate      (not in the default set) bench_throughput --ablate for both methods: which part costs what
 # Results go to $OUT (at most 8 files come back from the device tool): log.txt, versions.json and one file a
-# check. Afterwards copy them into ftlab/measured/ as <gpu>_<what>_<date>.json(l).
+# check. Afterwards, here: python scripts/gpu_collect.py <the folder they came back to> (-> ftlab/measured/).
 # The SmolLM2-135M-Instruct weights cannot travel (538 MB): the model folder gets random weights of the same
 # shapes (memory and speed depend on the shapes, not the values) and the real tokenizer.
 set -uo pipefail
