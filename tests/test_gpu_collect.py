@@ -1,26 +1,16 @@
 """scripts/gpu_collect.py: gpu_checks.sh's results into ftlab/measured/, named by GPU and date, nothing invented."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "gpu_collect.py"
 JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="2">
 <testcase classname="tests.test_reliability" name="test_a[cuda]" time="1.5"/>
 <testcase classname="tests.test_reliability" name="test_b" time="9.0"><failure message="OOM not caught">...</failure>
 </testcase></testsuite></testsuites>"""
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_collect", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_results_are_named_by_gpu_and_date_with_the_ratio_per_method(tmp_path):
-    mod, out, dest = _module(), tmp_path / "out", tmp_path / "measured"
+def test_results_are_named_by_gpu_and_date_with_the_ratio_per_method(tmp_path, load_script):
+    mod, out, dest = load_script("gpu_collect"), tmp_path / "out", tmp_path / "measured"
     out.mkdir(), dest.mkdir()
     versions = {"torch": "2.11.0+cu130", "transformers": "5.23.0"}
     (out / "versions.json").write_text(json.dumps({"gpu": "NVIDIA H200", "date": "2026-12-24", "versions": versions}))
@@ -40,6 +30,6 @@ def test_results_are_named_by_gpu_and_date_with_the_ratio_per_method(tmp_path):
     assert mod.gpu_slug("NVIDIA H100 80GB HBM3") == "h100"
 
 
-def test_without_versions_nothing_is_collected(tmp_path):
+def test_without_versions_nothing_is_collected(tmp_path, load_script):
     with pytest.raises(SystemExit, match="no versions.json"):
-        _module().collect(tmp_path, tmp_path)
+        load_script("gpu_collect").collect(tmp_path, tmp_path)

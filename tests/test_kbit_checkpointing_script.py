@@ -1,5 +1,4 @@
 """scripts/kbit_checkpointing.py (issue #21, check 3): its CPU smoke end to end, and its verdict on GPU-shaped rows."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,13 +7,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "kbit_checkpointing.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("kbit_checkpointing", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_smoke_compares_both_variants_on_the_cpu(tmp_path):
@@ -39,8 +31,8 @@ def test_smoke_compares_both_variants_on_the_cpu(tmp_path):
     assert abs(d["ftlab_estimate"]["plain"]["total_gib"] - 9.48) < 0.5  # the GPU set-up's, beside the smoke
 
 
-def test_verdict_is_computed_from_the_numbers():
-    mod = _module()
+def test_verdict_is_computed_from_the_numbers(load_script):
+    mod = load_script("kbit_checkpointing")
     rows = {"non_reentrant": {"peak_alloc_gb": 8.0, "device_used_gb": 9.3, "losses": [10.8, 10.79]},
             "reentrant": {"peak_alloc_gb": 4.0, "device_used_gb": 4.9, "losses": [10.8, 10.79]}}
     cmp = {"reference": "non_reentrant", "variant": "reentrant", "grads_within_rtol": True, "losses_within_rtol": True,
