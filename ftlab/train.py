@@ -67,7 +67,7 @@ def train_sft(model, tokenizer, train_records: list[dict], cfg, *, eval_records:
     # builds no training engine (its first backward fails on None): the trainer's own eval_on_start evaluates at
     # step 0 inside train(), once the engine exists. Elsewhere the evaluation runs before, as it always did.
     in_loop = {"eval_on_start": True} if before and sft_overrides.get("deepspeed") else {}
-    trainer, cb = build_trainer(SFTTrainer, sft_config(cfg, eval_steps=eval_steps, **in_loop, **sft_overrides),
+    trainer, cb = build_trainer(SFTTrainer, sft_config(cfg, eval_steps=eval_steps, **{**in_loop, **sft_overrides}),
                                 model=model, tokenizer=tokenizer, train_records=train_records,
                                 eval_records=eval_records, listeners=listeners, callback=callback,
                                 extra_callbacks=extra_callbacks)
